@@ -1,0 +1,59 @@
+/**
+ * Every error the gateway answers with has one shape, `{ code, message, detail? }`, the same as WeChat Pay's own.
+ * Codes of the gateway itself are defined here, once; codes passed through from WeChat Pay keep WeChat's name.
+ */
+export interface ErrorDetail {
+  [key: string]: unknown
+}
+
+export class GatewayError extends Error {
+  readonly statusCode: number
+  readonly code: string
+  readonly detail: ErrorDetail | undefined
+  /** Extra response headers (e.g. `Retry-After`, `WWW-Authenticate`). */
+  readonly headers: Record<string, string> | undefined
+
+  constructor (statusCode: number, code: string, message: string, detail?: ErrorDetail, headers?: Record<string, string>) {
+    super(message)
+    this.name = 'GatewayError'
+    this.statusCode = statusCode
+    this.code = code
+    this.detail = detail
+    this.headers = headers
+  }
+
+  toJSON (): { code: string, message: string, detail?: ErrorDetail } {
+    return this.detail === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, detail: this.detail }
+  }
+}
+
+export interface FieldIssue {
+  location: 'body' | 'params' | 'querystring' | 'headers'
+  /** JSON Pointer into the location, e.g. `/estimated_amount/amount`. */
+  field: string
+  issue: string
+}
+
+export function validationError (issues: FieldIssue[]): GatewayError {
+  const list = issues.map(i => `${i.location}${i.field === '/' ? '' : i.field}: ${i.issue}`).join('; ')
+  const [first] = issues
+  return new GatewayError(400, 'VALIDATION_ERROR', `Invalid request: ${list}`, { ...first, errors: issues })
+}
+
+/** What a failed upstream call means for the caller: was the operation carried out at WeChat Pay? */
+export type Outcome = 'not_executed' | 'unknown'
+
+export const upstreamError = {
+  unavailable: (why: string) => new GatewayError(502, 'UPSTREAM_UNAVAILABLE',
+    `WeChat Pay could not be reached: ${why}`, { outcome: 'not_executed' satisfies Outcome }),
+  timeout: (ms: number) => new GatewayError(504, 'UPSTREAM_TIMEOUT',
+    `WeChat Pay did not answer within ${ms} ms; the operation may or may not have been carried out`,
+    { outcome: 'unknown' satisfies Outcome }),
+  signatureInvalid: (why: string, extra?: ErrorDetail) => new GatewayError(502, 'UPSTREAM_SIGNATURE_INVALID',
+    `The answer from WeChat Pay failed signature verification (${why}); its outcome is unknown`,
+    { outcome: 'unknown' satisfies Outcome, reason: why, ...extra }),
+  badResponse: (why: string, outcome: Outcome = 'unknown') => new GatewayError(502, 'UPSTREAM_BAD_RESPONSE',
+    `WeChat Pay answered in an unexpected way: ${why}`, { outcome })
+}

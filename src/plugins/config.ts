@@ -1,0 +1,191 @@
+import { readFileSync } from 'node:fs'
+import { z } from 'zod'
+import { operations } from '../wechat/operations.js'
+
+/**
+ * Configuration comes from the environment only, is validated once at start and is passed to `buildApp` as a
+ * typed object. Every problem is reported at once. Secret settings can also be read from a file (`NAME_FILE`),
+ * which is how Docker and Kubernetes secrets arrive.
+ */
+
+export class ConfigError extends Error {
+  constructor (readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map(p => `  - ${p}`).join('\n')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+export interface CallerToken {
+  name: string
+  token: string
+  /** Operation ids this caller may use; undefined = all. */
+  operations?: string[]
+}
+
+export interface WechatConfig {
+  baseUrl: string
+  backupBaseUrl?: string
+  mchid: string
+  appid?: string
+  merchantSerial: string
+  privateKeyFile: string
+  merchantCertFile?: string
+  publicKeyId?: string
+  publicKeyFile?: string
+  apiv3Key?: string
+  timeoutMs: number
+}
+
+export interface Config {
+  mode: 'live' | 'sandbox'
+  host: string
+  port: number
+  logLevel: string
+  docs: boolean
+  /** Undefined until the sandbox supplies its credentials (sandbox mode only). */
+  wechat?: WechatConfig
+  auth: { enabled: boolean, tokens: CallerToken[] }
+  sandbox: { dir: string }
+  /** WECHATPAY_TIMEOUT_MS, kept apart for sandbox mode, where the rest of `wechat` comes from the sandbox. */
+  upstreamTimeoutMs: number
+  /** How long graceful shutdown may take before the process exits anyway (below Docker's 10 s stop timeout). */
+  shutdownGraceMs: number
+}
+
+export type AppConfig = Config & { wechat: WechatConfig }
+
+/** Settings that hold secrets; each also reads from `NAME_FILE`. */
+const SECRET_SETTINGS = ['WECHATPAY_APIV3_KEY', 'GATEWAY_TOKENS'] as const
+
+const operationIds = new Set(operations.map(op => op.id))
+const optionalText = z.string().trim().min(1).optional()
+const url = z.url({ protocol: /^https?$/ }).transform(u => u.replace(/\/+$/, ''))
+
+const tokenList = z.string().transform((value, ctx): CallerToken[] => {
+  const tokens: CallerToken[] = []
+  for (const [i, entry] of value.split(/[,\n]/).map(e => e.trim()).filter(Boolean).entries()) {
+    const [name = '', token = '', ops] = entry.split(':')
+    // The position is reported, never the entry: it holds a token.
+    const where = `entry ${i + 1}`
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) ctx.addIssue({ code: 'custom', message: `${where}: the caller name must be 1-64 of A-Z a-z 0-9 _ . -` })
+    if (token.length < 16) ctx.addIssue({ code: 'custom', message: `${where} (${name}): the token must have at least 16 characters` })
+    const allowed = ops?.split('|').filter(Boolean)
+    for (const op of allowed ?? []) {
+      if (!operationIds.has(op)) ctx.addIssue({ code: 'custom', message: `${where} (${name}): unknown operation ${op} (known: ${[...operationIds].join(', ')})` })
+    }
+    if (tokens.some(t => t.name === name)) ctx.addIssue({ code: 'custom', message: `${where}: caller ${name} is listed twice` })
+    tokens.push(allowed === undefined ? { name, token } : { name, token, operations: allowed })
+  }
+  return tokens
+})
+
+const envSchema = z.object({
+  NODE_ENV: z.string().optional(),
+  WECHATPAY_MODE: z.enum(['live', 'sandbox']).optional(),
+  WECHATPAY_BASE_URL: url.default('https://api.mch.weixin.qq.com'),
+  WECHATPAY_BACKUP_BASE_URL: url.optional(),
+  WECHATPAY_MCHID: z.string().regex(/^[0-9]{1,32}$/, 'must be 1-32 digits').optional(),
+  WECHATPAY_APPID: z.string().regex(/^[0-9A-Za-z_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -').optional(),
+  WECHATPAY_MERCHANT_SERIAL: z.string().regex(/^[0-9A-Fa-f]{1,64}$/, 'must be the hexadecimal serial of the merchant API certificate').optional(),
+  WECHATPAY_PRIVATE_KEY_FILE: optionalText,
+  WECHATPAY_MERCHANT_CERT_FILE: optionalText,
+  WECHATPAY_PUBLIC_KEY_ID: z.string().regex(/^PUB_KEY_ID_[0-9A-Za-z]+$/, 'must look like PUB_KEY_ID_0112...').optional(),
+  WECHATPAY_PUBLIC_KEY_FILE: optionalText,
+  WECHATPAY_APIV3_KEY: z.string().optional().refine(v => v === undefined || Buffer.byteLength(v) === 32,
+    'must be exactly 32 bytes (the APIv3 key set in the merchant platform)'),
+  WECHATPAY_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  PORT: z.coerce.number().int().min(0).max(65_535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  GATEWAY_DOCS: z.enum(['on', 'off']).default('on'),
+  GATEWAY_AUTH: z.enum(['on', 'off']).optional(),
+  GATEWAY_TOKENS: tokenList.optional(),
+  SANDBOX_DIR: z.string().min(1).default('.sandbox'),
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(60_000).default(8000)
+})
+
+type Env = Record<string, string | undefined>
+
+/** Replaces `NAME_FILE` by the file's content for secret settings; both set is an error. */
+function resolveSecretFiles (env: Env, problems: string[]): Env {
+  const out: Env = { ...env }
+  for (const name of SECRET_SETTINGS) {
+    const file = env[`${name}_FILE`]
+    if (file === undefined || file === '') continue
+    if (env[name] !== undefined) {
+      problems.push(`${name} and ${name}_FILE are both set; keep one`)
+      continue
+    }
+    try {
+      out[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+    } catch (err) {
+      problems.push(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+  }
+  // Empty strings mean "not set" (Compose writes `FOO=` for unset variables).
+  for (const [k, v] of Object.entries(out)) if (v === '') delete out[k]
+  return out
+}
+
+export function loadConfig (rawEnv: Env = process.env): Config {
+  const problems: string[] = []
+  const env = resolveSecretFiles(rawEnv, problems)
+  const parsed = envSchema.safeParse(env)
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`)
+    throw new ConfigError(problems)
+  }
+  const e = parsed.data
+  const mode = e.WECHATPAY_MODE ?? (e.NODE_ENV === 'production' ? 'live' : 'sandbox')
+
+  let wechat: WechatConfig | undefined
+  if (mode === 'live') {
+    const required = ['WECHATPAY_MCHID', 'WECHATPAY_MERCHANT_SERIAL', 'WECHATPAY_PRIVATE_KEY_FILE'] as const
+    for (const name of required) if (e[name] === undefined) problems.push(`${name} is required in live mode`)
+    if ((e.WECHATPAY_PUBLIC_KEY_ID === undefined) !== (e.WECHATPAY_PUBLIC_KEY_FILE === undefined)) {
+      problems.push('WECHATPAY_PUBLIC_KEY_ID and WECHATPAY_PUBLIC_KEY_FILE go together: set both or neither')
+    }
+    if (e.WECHATPAY_PUBLIC_KEY_ID === undefined && e.WECHATPAY_APIV3_KEY === undefined) {
+      problems.push('no way to verify WeChat Pay\'s answers: set WECHATPAY_PUBLIC_KEY_ID + WECHATPAY_PUBLIC_KEY_FILE (public-key mode), WECHATPAY_APIV3_KEY (platform-certificate mode), or both (migration)')
+    }
+    if (e.WECHATPAY_PUBLIC_KEY_ID !== undefined && e.WECHATPAY_PUBLIC_KEY_ID === e.WECHATPAY_MERCHANT_SERIAL) {
+      problems.push('WECHATPAY_PUBLIC_KEY_ID equals the merchant serial: the merchant\'s own key cannot verify WeChat Pay\'s answers')
+    }
+    if (e.WECHATPAY_MCHID !== undefined && e.WECHATPAY_MERCHANT_SERIAL !== undefined && e.WECHATPAY_PRIVATE_KEY_FILE !== undefined) {
+      wechat = {
+        baseUrl: e.WECHATPAY_BASE_URL,
+        ...(e.WECHATPAY_BACKUP_BASE_URL !== undefined && { backupBaseUrl: e.WECHATPAY_BACKUP_BASE_URL }),
+        mchid: e.WECHATPAY_MCHID,
+        ...(e.WECHATPAY_APPID !== undefined && { appid: e.WECHATPAY_APPID }),
+        merchantSerial: e.WECHATPAY_MERCHANT_SERIAL.toUpperCase(),
+        privateKeyFile: e.WECHATPAY_PRIVATE_KEY_FILE,
+        ...(e.WECHATPAY_MERCHANT_CERT_FILE !== undefined && { merchantCertFile: e.WECHATPAY_MERCHANT_CERT_FILE }),
+        ...(e.WECHATPAY_PUBLIC_KEY_ID !== undefined && { publicKeyId: e.WECHATPAY_PUBLIC_KEY_ID }),
+        ...(e.WECHATPAY_PUBLIC_KEY_FILE !== undefined && { publicKeyFile: e.WECHATPAY_PUBLIC_KEY_FILE }),
+        ...(e.WECHATPAY_APIV3_KEY !== undefined && { apiv3Key: e.WECHATPAY_APIV3_KEY }),
+        timeoutMs: e.WECHATPAY_TIMEOUT_MS
+      }
+    }
+  }
+
+  const tokens = e.GATEWAY_TOKENS ?? []
+  const authOff = e.GATEWAY_AUTH === 'off'
+  if (mode === 'live' && tokens.length === 0 && !authOff) {
+    problems.push('GATEWAY_TOKENS (or GATEWAY_TOKENS_FILE) is required in live mode; set GATEWAY_AUTH=off to run without caller authentication')
+  }
+  if (e.GATEWAY_AUTH === 'on' && tokens.length === 0) problems.push('GATEWAY_AUTH=on needs GATEWAY_TOKENS')
+  if (problems.length > 0) throw new ConfigError(problems)
+
+  return {
+    mode,
+    host: e.HOST,
+    port: e.PORT,
+    logLevel: e.LOG_LEVEL,
+    docs: e.GATEWAY_DOCS === 'on',
+    ...(wechat !== undefined && { wechat }),
+    auth: { enabled: !authOff && tokens.length > 0, tokens },
+    sandbox: { dir: e.SANDBOX_DIR },
+    upstreamTimeoutMs: e.WECHATPAY_TIMEOUT_MS,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS
+  }
+}

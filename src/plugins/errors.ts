@@ -1,0 +1,65 @@
+import { hasZodFastifySchemaValidationErrors } from '@fastify/type-provider-zod'
+import type { FastifyError, FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { z } from 'zod'
+import { GatewayError, validationError, type FieldIssue } from '../errors.js'
+
+/** The error body of every non-2xx answer, the gateway's and WeChat Pay's alike. */
+export const ErrorBody = z.object({
+  code: z.string().describe('机器可读的错误码 / Machine-readable code (the gateway\'s own, or WeChat Pay\'s)')
+    .meta({ example: 'VALIDATION_ERROR' }),
+  message: z.string().describe('错误说明 / Human-readable explanation')
+    .meta({ example: 'Invalid request: body/estimated_amount/amount: Too small: expected number to be >0' }),
+  detail: z.record(z.string(), z.unknown()).optional()
+    .describe('详情：出错字段、WeChat Pay 的 detail、outcome（not_executed | unknown）/ Details: the offending field, WeChat Pay\'s detail, or `outcome` of a failed upstream call')
+}).meta({ id: 'Error' })
+
+/** Fastify's own 4xx errors, given stable codes that do not expose framework internals. */
+const FASTIFY_CODES: Record<string, [number, string]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'BAD_REQUEST'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'INVALID_JSON'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'INVALID_JSON']
+}
+const STATUS_CODES: Record<number, string> = { 400: 'BAD_REQUEST', 404: 'NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 429: 'RATE_LIMITED', 503: 'SERVICE_UNAVAILABLE' }
+
+function fieldIssues (err: FastifyError): FieldIssue[] {
+  const location = (err.validationContext ?? 'body') as FieldIssue['location']
+  return (err.validation ?? []).flatMap(v => {
+    const keys = (v.params as { keys?: string[] }).keys
+    const base = v.instancePath === '/' ? '' : v.instancePath
+    // An unknown key is named as its own field, so the caller sees which one to remove.
+    if (v.keyword === 'unrecognized_keys' && keys !== undefined) {
+      return keys.map(key => ({ location, field: `${base}/${key}`, issue: 'unknown field' }))
+    }
+    return [{ location, field: v.instancePath, issue: v.message ?? 'invalid' }]
+  })
+}
+
+export function toGatewayError (err: FastifyError | GatewayError): GatewayError {
+  if (err instanceof GatewayError) return err
+  if (hasZodFastifySchemaValidationErrors(err)) return validationError(fieldIssues(err))
+  const known = err.code !== undefined ? FASTIFY_CODES[err.code] : undefined
+  if (known !== undefined) return new GatewayError(known[0], known[1], err.message)
+  if (err instanceof SyntaxError && err.statusCode === 400) return new GatewayError(400, 'INVALID_JSON', `Body is not valid JSON: ${err.message}`)
+  const status = err.statusCode ?? 500
+  if (status >= 400 && status < 500) return new GatewayError(status, STATUS_CODES[status] ?? 'BAD_REQUEST', err.message)
+  if (status === 503) return new GatewayError(503, 'SERVICE_UNAVAILABLE', err.message)
+  return new GatewayError(500, 'INTERNAL_ERROR', 'Internal error of the gateway; the logs have the details under this x-request-id')
+}
+
+async function errors (app: FastifyInstance): Promise<void> {
+  app.setErrorHandler<FastifyError | GatewayError>((err, request, reply) => {
+    const error = toGatewayError(err)
+    if (error.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unexpected error')
+    else if (error.statusCode >= 500) request.log.warn({ code: error.code, detail: error.detail }, error.message)
+    if (error.headers !== undefined) void reply.headers(error.headers)
+    return reply.code(error.statusCode).send(error.toJSON())
+  })
+  app.setNotFoundHandler((request, reply) => {
+    return reply.code(404).send(new GatewayError(404, 'NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0] ?? ''}`).toJSON())
+  })
+}
+
+export default fp(errors, { name: 'errors', fastify: '5.x' })

@@ -1,0 +1,50 @@
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { jsonSchemaTransform, jsonSchemaTransformObject } from '@fastify/type-provider-zod'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { VERSION } from '../version.js'
+
+export interface SwaggerOptions {
+  /** Serve Swagger UI at /docs and the document at /docs/json. */
+  ui: boolean
+}
+
+const description = `
+Internal gateway in front of the WeChat Pay API v3. It signs each call with the merchant key it holds, verifies
+WeChat Pay's signed answer, and replies. 内部服务通过本网关调用微信支付，无需接触任何密钥。
+
+**Errors** all have the shape \`{code, message, detail?}\`. WeChat Pay's own 4xx errors keep WeChat's status and code.
+The gateway's own codes: \`VALIDATION_ERROR\` 400 (each bad field named in \`detail.errors\`), \`UNAUTHORIZED\` 401,
+\`FORBIDDEN\` 403, \`PAYLOAD_TOO_LARGE\` 413, \`UNSUPPORTED_MEDIA_TYPE\` 415, \`UPSTREAM_UNAVAILABLE\` 502
+(\`detail.outcome: not_executed\`, safe to retry), \`UPSTREAM_TIMEOUT\` 504, \`UPSTREAM_SIGNATURE_INVALID\` 502 and
+\`UPSTREAM_BAD_RESPONSE\` 502 (\`detail.outcome: unknown\`: the operation may have happened), WeChat's \`SIGN_ERROR\` as 502
+(the gateway's fault, never the caller's), WeChat's 5xx codes (\`SYSTEM_ERROR\`...) as 502.
+
+Every answer carries \`x-request-id\` (send your own to correlate logs) and, when WeChat Pay answered,
+\`wechatpay-request-id\` (WeChat's \`Request-ID\`, which WeChat Pay support asks for).
+`.trim()
+
+async function swaggerPlugin (app: FastifyInstance, opts: SwaggerOptions): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'WeChat Pay v3 gateway', version: VERSION, description },
+      tags: [
+        { name: 'papay', description: '委托代扣（普通商户）/ Entrusted deduction, direct merchant' },
+        { name: 'partner-papay', description: '委托代扣（服务商）/ Entrusted deduction, service provider' },
+        { name: 'payscore', description: '微信支付分（服务商）/ PayScore, service provider' }
+      ],
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'A caller token from GATEWAY_TOKENS' }
+        }
+      }
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject
+  })
+  if (opts.ui) await app.register(swaggerUi, { routePrefix: '/docs' })
+}
+
+export default fp(swaggerPlugin, { name: 'swagger', fastify: '5.x' })

@@ -1,0 +1,52 @@
+import closeWithGrace from 'close-with-grace'
+import { buildApp } from './app.js'
+import { createLogger } from './logger.js'
+import { ConfigError, loadConfig, type AppConfig } from './plugins/config.js'
+import { KeyError } from './wechat/keys.js'
+
+/** The only module that listens. Loads config, starts the built-in sandbox in sandbox mode, shuts down gracefully. */
+
+function fail (err: unknown): never {
+  if (err instanceof ConfigError || err instanceof KeyError) {
+    process.stderr.write(`wechatpay-gateway cannot start:\n${err.problems.map(p => `  - ${p}`).join('\n')}\n`)
+  } else {
+    process.stderr.write(`wechatpay-gateway cannot start: ${(err as Error).stack ?? String(err)}\n`)
+  }
+  process.exit(1)
+}
+
+async function main (): Promise<void> {
+  const config = loadConfig()
+  const logger = createLogger(config.logLevel)
+  const closers: Array<() => Promise<void>> = []
+
+  let appConfig: AppConfig
+  if (config.mode === 'sandbox') {
+    // Loaded only in sandbox mode: nothing of the simulator exists in a live process.
+    const { startSandbox } = await import('./sandbox/index.js')
+    const sandbox = await startSandbox({ dir: config.sandbox.dir, host: '127.0.0.1', port: 0, logger: logger.child({ component: 'sandbox' }) })
+    closers.push(() => sandbox.close())
+    appConfig = { ...config, wechat: sandbox.gatewaySettings(config.upstreamTimeoutMs) }
+    logger.warn({ sandbox: sandbox.url, dir: config.sandbox.dir, mchid: appConfig.wechat.mchid },
+      '*** SANDBOX MODE: calls go to the built-in WeChat Pay simulator, not to WeChat Pay. Set WECHATPAY_MODE=live (or NODE_ENV=production) with real credentials for production. ***')
+  } else if (config.wechat !== undefined) {
+    appConfig = { ...config, wechat: config.wechat }
+  } else {
+    /* c8 ignore next -- loadConfig refuses live mode without credentials */
+    throw new ConfigError(['live mode without WeChat Pay credentials'])
+  }
+
+  const app = await buildApp(appConfig, { logger })
+  closers.unshift(() => app.close())
+
+  // On SIGTERM/SIGINT: stop accepting, let calls in flight finish, close the pools; give up after the grace delay.
+  closeWithGrace({ delay: config.shutdownGraceMs, logger }, async ({ signal, err }) => {
+    if (err !== undefined) logger.error({ err }, 'shutting down after an error')
+    else logger.info({ signal }, 'shutting down')
+    for (const close of closers) await close()
+  })
+
+  await app.listen({ host: config.host, port: config.port })
+}
+
+main().catch(fail)
