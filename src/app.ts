@@ -3,6 +3,7 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from '@fa
 import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { AppConfig } from './plugins/config.js'
+import auth from './plugins/auth.js'
 import credentials from './plugins/credentials.js'
 import errors from './plugins/errors.js'
 import swagger from './plugins/swagger.js'
@@ -49,7 +50,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
       url: request.routeOptions.url ?? request.url.split('?')[0],
       status: reply.statusCode,
       ms: Math.round(reply.elapsedTime * 10) / 10,
-      ...(operation !== undefined && { operation, params: request.params, upstream: request.upstream })
+      ...(operation !== undefined && { caller: request.caller, operation, params: request.params, upstream: request.upstream })
     }
     if (operation !== undefined) request.log.info(line, 'operation')
     else request.log.debug(line, 'request')
@@ -58,6 +59,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   await app.register(errors)
   if (config.docs) await app.register(swagger, { ui: true })
   await app.register(credentials, { wechat: config.wechat, ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher }) })
+  await app.register(auth, config.auth)
   await app.register(health)
   await app.register(operationRoutes)
   return app

@@ -36,6 +36,10 @@ async function main (): Promise<void> {
     throw new ConfigError(['live mode without WeChat Pay credentials'])
   }
 
+  if (!config.auth.enabled) {
+    logger.warn('caller authentication is OFF: any caller that can reach this port can use the operations' +
+      (config.mode === 'sandbox' ? ' (sandbox mode without GATEWAY_TOKENS)' : ' (GATEWAY_AUTH=off)'))
+  }
   const app = await buildApp(appConfig, { logger })
   closers.unshift(() => app.close())
 

@@ -47,6 +47,7 @@ function routeSchema (op: Operation) {
 /** The three operations: validate, fill the merchant's fields, call WeChat Pay, answer with its verified result. */
 const operationRoutes: FastifyPluginAsyncZod = async (app) => {
   app.decorateRequest('upstream', null)
+  app.addHook('onRequest', app.authenticate)
 
   for (const op of operations) {
     app.route({
