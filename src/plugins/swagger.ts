@@ -25,6 +25,15 @@ Every answer carries \`x-request-id\` (send your own to correlate logs) and, whe
 \`wechatpay-request-id\` (WeChat's \`Request-ID\`, which WeChat Pay support asks for).
 `.trim()
 
+/** zod renders `z.null()` as a JSON body that is null; a 204 has no body at all, which swagger writes for `type: 'null'`. */
+const noContentFor204: typeof jsonSchemaTransform = input => {
+  const output = jsonSchemaTransform(input)
+  const responses = output.schema.response as Record<string, { description?: string }> | undefined
+  const noContent = responses?.['204']
+  if (responses !== undefined && noContent !== undefined) responses['204'] = { type: 'null', description: noContent.description ?? 'No Content' } as never
+  return output
+}
+
 async function swaggerPlugin (app: FastifyInstance, opts: SwaggerOptions): Promise<void> {
   await app.register(swagger, {
     openapi: {
@@ -41,7 +50,7 @@ async function swaggerPlugin (app: FastifyInstance, opts: SwaggerOptions): Promi
         }
       }
     },
-    transform: jsonSchemaTransform,
+    transform: noContentFor204,
     transformObject: jsonSchemaTransformObject
   })
   if (opts.ui) await app.register(swaggerUi, { routePrefix: '/docs' })

@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import type { Test } from 'tap'
+import { buildApp } from '../src/app.js'
+import { createLogger } from '../src/logger.js'
+import type { AppConfig, WechatConfig } from '../src/plugins/config.js'
+import type { KeyMode } from '../src/sandbox/app.js'
+import { startSandbox, type RunningSandbox } from '../src/sandbox/index.js'
+
+/** Test keys and openssl-computed vectors from shared/wechatpay/test-vectors (copied, test use only). */
+export const FIXTURES = new URL('./fixtures/wechatpay/', import.meta.url).pathname
+export const fixture = (name: string): string => join(FIXTURES, name)
+export const vectors = JSON.parse(readFileSync(fixture('vectors.json'), 'utf8')) as {
+  merchant: { mchid: string, serial_no: string }
+  platform: { public_key_id: string }
+  requests: Array<{ method: string, url: string, timestamp: string, nonce: string, body: string, message: string, signature: string, authorization: string }>
+  responses: Array<{ status: number, headers: Record<string, string>, body: string, message?: string, valid: boolean }>
+}
+
+export const TOKENS = { billing: 'billing-token-0123456789abcdef', orders: 'orders-token-0123456789abcdef' }
+
+/** Log lines of one app, scanned for secrets when the test ends. */
+export class LogCapture extends Writable {
+  readonly lines: Array<Record<string, unknown>> = []
+  readonly raw: string[] = []
+  override _write (chunk: Buffer, _enc: string, done: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
+      this.raw.push(line)
+      this.lines.push(JSON.parse(line) as Record<string, unknown>)
+    }
+    done()
+  }
+
+  find (msg: string): Array<Record<string, unknown>> {
+    return this.lines.filter(l => l.msg === msg)
+  }
+}
+
+/** Strings that must never appear in a log line: key bodies, the APIv3 key, caller tokens. */
+export function secretsOf (sandbox?: RunningSandbox): string[] {
+  const keyBodies = (file: string): string[] => readFileSync(file, 'utf8').split('\n').filter(l => l.length > 40 && !l.startsWith('-----'))
+  const secrets = [
+    'PRIVATE KEY',
+    ...keyBodies(fixture('merchant-test-key.pem')),
+    ...keyBodies(fixture('platform-test-key.pem')),
+    ...Object.values(TOKENS)
+  ]
+  if (sandbox !== undefined) {
+    const { json, path } = sandbox.identity
+    secrets.push(json.apiv3_key, ...keyBodies(path(json.merchant_private_key_file)))
+  }
+  return secrets
+}
+
+/** Throws (without repeating the secret) when a log line holds one; runs at every test gateway's teardown. */
+export function assertNoSecrets (logs: LogCapture, secrets: string[]): void {
+  const leaks = logs.raw.map((line, i) => secrets.some(s => line.includes(s)) ? i : -1).filter(i => i >= 0)
+  if (leaks.length > 0) throw new Error(`a secret appears in log lines ${leaks.join(', ')} of ${logs.raw.length}`)
+}
+
+/** A sandbox on a loopback port with keys made once per test process. */
+let sandboxDir: Promise<string> | undefined
+export async function testSandbox (t: Test, opts: { keyMode?: KeyMode, slowMs?: number } = {}): Promise<RunningSandbox> {
+  sandboxDir ??= mkdtemp(join(tmpdir(), 'wechatpay-sandbox-'))
+  const dir = await sandboxDir
+  const sandbox = await startSandbox({ dir, host: '127.0.0.1', port: 0, logger: createLogger('silent'), ...opts })
+  t.teardown(() => sandbox.close())
+  return sandbox
+}
+
+process.once('exit', () => { if (sandboxDir !== undefined) void sandboxDir.then(dir => rm(dir, { recursive: true, force: true })) })
+
+export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> = {}): AppConfig {
+  return {
+    mode: 'live',
+    host: '127.0.0.1',
+    port: 0,
+    logLevel: 'info',
+    docs: true,
+    wechat,
+    auth: { enabled: true, tokens: [{ name: 'billing', token: TOKENS.billing }, { name: 'orders', token: TOKENS.orders, operations: ['payscorePartnerCollect'] }] },
+    sandbox: { dir: '.sandbox' },
+    upstreamTimeoutMs: wechat.timeoutMs,
+    shutdownGraceMs: 1000,
+    ...overrides
+  }
+}
+
+/** The gateway against a real sandbox on loopback; its logs are captured and scanned for secrets at the end. */
+export async function testGateway (t: Test, opts: { sandbox?: RunningSandbox, config?: Partial<AppConfig>, wechat?: Partial<WechatConfig>, omit?: Array<keyof WechatConfig> } = {}) {
+  const sandbox = opts.sandbox ?? await testSandbox(t)
+  const logs = new LogCapture()
+  const wechat: Partial<WechatConfig> = { ...sandbox.gatewaySettings(2000), ...opts.wechat }
+  for (const key of opts.omit ?? []) delete wechat[key]
+  const config = testConfig(wechat as WechatConfig, opts.config)
+  const app = await buildApp(config, { logger: createLogger('debug', logs) })
+  t.teardown(async () => {
+    await app.close()
+    assertNoSecrets(logs, secretsOf(sandbox))
+  })
+  return { app, sandbox, logs, config }
+}
+
+export const auth = (token: string = TOKENS.billing): Record<string, string> => ({ authorization: `Bearer ${token}` })

@@ -1,0 +1,57 @@
+import { validate } from '@readme/openapi-parser'
+import t from 'tap'
+import { operations } from '../src/wechat/operations.js'
+import { secretsOf, testGateway } from './helpers.js'
+
+t.test('the OpenAPI document is valid and documents every route, field and error', async t => {
+  const { app, sandbox } = await testGateway(t)
+  await app.ready()
+  const doc = app.swagger() as Record<string, any>
+  const result = await validate(structuredClone(doc) as never)
+  t.equal(result.valid, true, JSON.stringify((result as { errors?: unknown }).errors ?? ''))
+  t.equal(doc.openapi, '3.0.3')
+  t.same(Object.keys(doc.paths).sort(), [
+    '/contracts/{contract_id}/fail-notify',
+    '/partner/contracts/{contract_id}/notify',
+    '/payscore/partner/serviceorder/{out_order_no}/pay'
+  ], 'only the operations: health and docs routes are hidden')
+
+  for (const op of operations) {
+    const path = op.route.replace(/:(\w+)/g, '{$1}')
+    const post = doc.paths[path].post
+    t.equal(post.operationId, op.id)
+    t.match(post.summary, /[\u4e00-\u9fff].* \/ [A-Za-z]/, 'summary in Chinese and English')
+    t.same(post.security, [{ bearer: [] }])
+    t.same(Object.keys(post.responses).sort(), ['204', '400', '401', '403', '404', '413', '415', '429', '502', '504'])
+    t.equal(post.responses['204'].content, undefined, '204 has no body')
+    for (const status of ['400', '502', '504']) t.ok(post.responses[status].content['application/json'].schema, `${status} documented`)
+    for (const param of post.parameters) {
+      t.match(param.description, /[\u4e00-\u9fff].*\/ [A-Za-z]/, `${param.name} described in both languages`)
+      t.ok(param.schema.example, `${param.name} has an example`)
+    }
+    const body = post.requestBody.content['application/json'].schema
+    t.ok(body.example, 'the body has an example')
+    for (const [name, field] of Object.entries(body.properties as Record<string, { description?: string }>)) {
+      t.match(field.description, /[\u4e00-\u9fff]/, `${op.id}.${name} is described`)
+    }
+  }
+  const notify = doc.paths['/partner/contracts/{contract_id}/notify'].post.requestBody.content['application/json'].schema
+  t.same(notify.required, ['sub_mchid', 'estimated_amount'], 'merchant fields are optional for callers')
+  t.equal(notify.additionalProperties, false)
+  t.ok(doc.components.schemas.Error, 'the error shape is a shared component')
+  t.same(doc.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', description: 'A caller token from GATEWAY_TOKENS' })
+
+  const text = JSON.stringify(doc)
+  for (const secret of [...secretsOf(sandbox), sandbox.identity.json.merchant_serial]) t.notOk(text.includes(secret), 'no secret or key id in the document')
+})
+
+t.test('/docs serves Swagger UI and /docs/json the document; both can be switched off', async t => {
+  const { app } = await testGateway(t)
+  const ui = await app.inject({ method: 'GET', url: '/docs/' })
+  t.equal(ui.statusCode, 200)
+  t.match(ui.body, /swagger-ui/i)
+  const json = await app.inject({ method: 'GET', url: '/docs/json' })
+  t.equal(json.json().info.title, 'WeChat Pay v3 gateway')
+  const { app: closed } = await testGateway(t, { config: { docs: false } })
+  t.equal((await closed.inject({ method: 'GET', url: '/docs/json' })).statusCode, 404)
+})
