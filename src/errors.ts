@@ -46,8 +46,9 @@ export function validationError (issues: FieldIssue[]): GatewayError {
 export type Outcome = 'not_executed' | 'unknown'
 
 export const upstreamError = {
-  unavailable: (why: string) => new GatewayError(502, 'UPSTREAM_UNAVAILABLE',
-    `WeChat Pay could not be reached: ${why}`, { outcome: 'not_executed' satisfies Outcome }),
+  /** `not_executed` when the connection never opened; a reset after sending leaves the outcome unknown. */
+  unavailable: (why: string, outcome: Outcome) => new GatewayError(502, 'UPSTREAM_UNAVAILABLE',
+    `WeChat Pay could not be reached: ${why}`, { outcome }),
   timeout: (ms: number) => new GatewayError(504, 'UPSTREAM_TIMEOUT',
     `WeChat Pay did not answer within ${ms} ms; the operation may or may not have been carried out`,
     { outcome: 'unknown' satisfies Outcome }),

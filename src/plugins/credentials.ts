@@ -44,6 +44,7 @@ async function credentials (app: import('fastify').FastifyInstance, opts: Creden
   const { merchant, keys } = loadCredentials(opts.wechat)
   const client = new WechatPayClient({
     baseUrl: opts.wechat.baseUrl,
+    backupBaseUrl: opts.wechat.backupBaseUrl,
     timeoutMs: opts.wechat.timeoutMs,
     merchant: () => merchant,
     keys,

@@ -1,21 +1,25 @@
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { GatewayError, upstreamError } from '../errors.js'
 import { NAME, VERSION } from '../version.js'
 import { upstreamTarget, type Operation } from './operations.js'
 import { signRequest, type MerchantIdentity } from './signer.js'
+import { CONNECT_ERRORS, createUpstream, DEFAULT_RETRY_POLICY, retryOptions, type Attempts, type RetryPolicy } from './retry.js'
 import { isSigned, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
 
 /** The WeChat Pay v3 client: signs, sends, verifies. It knows nothing of Fastify. */
 
 export interface ClientOptions {
   baseUrl: string
+  /** Used only when the primary host cannot be connected to (PROTOCOL.md D.1). */
+  backupBaseUrl?: string | undefined
   timeoutMs: number
+  retry?: RetryPolicy
   /** The signing identity; read on every call, so a rotated key applies to the next call. */
   merchant: () => MerchantIdentity
   keys: VerificationKeys
   /** Sent as `Wechatpay-Serial` so that WeChat Pay signs its answers with the public key (PROTOCOL.md B.6). */
   publicKeyId?: string | undefined
-  /** Injected in tests (MockAgent) and by the resilience layer; otherwise one keep-alive Pool for `baseUrl`. */
+  /** Injected in tests (e.g. MockAgent); otherwise one keep-alive Pool per host. */
   dispatcher?: Dispatcher
   now?: () => number
 }
@@ -38,19 +42,29 @@ export interface UpstreamResult {
 
 /** What the gateway learned about a call, for logs and metrics, whether it succeeded or not. */
 export interface CallTrace {
+  /** Attempts made (1 + retries), and why each retry happened. */
+  attempts?: number
+  retried?: string[]
+  /** The call went to the backup host. */
+  failover?: boolean
   upstreamStatus?: number
   wechatCode?: string
   requestId?: string
   verified?: boolean
+  verificationFailure?: string
   signMessageLength?: number
 }
 
 const MAX_BODY_BYTES = 1024 * 1024
 const USER_AGENT = `${NAME}/${VERSION} (${process.platform}/${process.arch}) node/${process.versions.node}`
 
-/** undici error codes that mean the request never produced an answer because the connection failed. */
-const CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH',
-  'EHOSTUNREACH', 'ENETDOWN', 'EHOSTDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_CLOSED'])
+/** A signed request's raw answer, before verification. */
+export interface RawAnswer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Buffer
+  requestId?: string
+}
 
 function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = headers[name]
@@ -82,17 +96,15 @@ async function readBody (body: Dispatcher.ResponseData['body']): Promise<Buffer>
 }
 
 export class WechatPayClient {
-  readonly dispatcher: Dispatcher
-  private readonly ownsDispatcher: boolean
+  private readonly upstreams: Array<{ origin: string, dispatcher: Dispatcher }>
   private readonly headers: Record<string, string>
+  private readonly retry: RetryPolicy
 
   constructor (private readonly options: ClientOptions) {
-    this.ownsDispatcher = options.dispatcher === undefined
-    this.dispatcher = options.dispatcher ?? new Pool(options.baseUrl, {
-      connections: 128,
-      connectTimeout: Math.min(options.timeoutMs, 5000),
-      keepAliveTimeout: 30_000
-    })
+    const pool = { connections: 128, connectTimeoutMs: Math.min(options.timeoutMs, 5000) }
+    const origins = [options.baseUrl, ...(options.backupBaseUrl !== undefined ? [options.backupBaseUrl] : [])]
+    this.upstreams = origins.map(origin => ({ origin, dispatcher: options.dispatcher ?? createUpstream(origin, pool) }))
+    this.retry = options.retry ?? { ...DEFAULT_RETRY_POLICY, budgetMs: Math.max(DEFAULT_RETRY_POLICY.budgetMs, options.timeoutMs) }
     // Computed once: every call sends the same fixed headers.
     this.headers = {
       accept: 'application/json',
@@ -108,36 +120,11 @@ export class WechatPayClient {
    */
   async call (op: Operation, params: Record<string, string>, body: Record<string, unknown>,
     trace: CallTrace = {}): Promise<UpstreamResult> {
-    const target = upstreamTarget(op, params)
-    const payload = JSON.stringify(body)
-    const signed = await signRequest(this.options.merchant(), op.method, target, payload, this.now())
-    trace.signMessageLength = Buffer.byteLength(signed.message)
-
-    let response: Dispatcher.ResponseData
-    let raw: Buffer
-    try {
-      response = await this.dispatcher.request({
-        origin: this.options.baseUrl,
-        method: op.method,
-        path: target,
-        headers: { ...this.headers, authorization: signed.authorization },
-        body: payload,
-        headersTimeout: this.options.timeoutMs,
-        bodyTimeout: this.options.timeoutMs
-      })
-      raw = await readBody(response.body)
-    } catch (err) {
-      throw this.transportError(err)
-    }
-
-    const status = response.statusCode
-    const requestId = headerValue(response.headers, 'request-id')
-    trace.upstreamStatus = status
-    if (requestId !== undefined) trace.requestId = requestId
+    const answer = await this.send(op.method, upstreamTarget(op, params), JSON.stringify(body), trace)
+    const { status, headers, body: raw, requestId } = answer
 
     if (status >= 200 && status < 300) {
-      const verification = await verifyResponse(this.options.keys, response.headers, raw, this.now())
-      trace.verified = verification.ok
+      const verification = await this.verify(answer, trace)
       if (!verification.ok) throw withRequestId(upstreamError.signatureInvalid(verification.message), requestId)
       if (raw.length > 0 && parseJson(raw) === undefined) {
         throw withRequestId(upstreamError.badResponse(`a ${status} answer whose body is not JSON`), requestId)
@@ -146,9 +133,8 @@ export class WechatPayClient {
     }
 
     // Errors are verified when they are signed: a forged error must not pass for WeChat Pay's word either.
-    if (isSigned(response.headers)) {
-      const verification = await verifyResponse(this.options.keys, response.headers, raw, this.now())
-      trace.verified = verification.ok
+    if (isSigned(headers)) {
+      const verification = await this.verify(answer, trace)
       if (!verification.ok) throw withRequestId(upstreamError.signatureInvalid(verification.message), requestId)
     }
     const error = parseErrorBody(raw)
@@ -156,8 +142,56 @@ export class WechatPayClient {
     throw withRequestId(mapErrorAnswer(status, error, trace), requestId)
   }
 
+  /**
+   * Signs once and sends: retries where it is safe (retry.ts), then the backup host if the primary could not be
+   * connected to at all. Transport failures become GatewayErrors; any HTTP answer is returned as it is.
+   */
+  async send (method: string, target: string, payload: string, trace: CallTrace = {}): Promise<RawAnswer> {
+    const signed = await signRequest(this.options.merchant(), method, target, payload, this.now())
+    trace.signMessageLength = Buffer.byteLength(signed.message)
+    const attempts: Attempts = { count: 1, retried: [] }
+    const startedAt = Date.now()
+    let lastError: unknown
+    for (const [i, upstream] of this.upstreams.entries()) {
+      if (i > 0) trace.failover = true
+      try {
+        const response = await upstream.dispatcher.request({
+          origin: upstream.origin,
+          method: method as Dispatcher.HttpMethod,
+          path: target,
+          headers: { ...this.headers, authorization: signed.authorization },
+          ...(payload !== '' && { body: payload }),
+          headersTimeout: this.options.timeoutMs,
+          bodyTimeout: this.options.timeoutMs,
+          retryOptions: retryOptions(this.retry, attempts, startedAt)
+        } as Dispatcher.RequestOptions)
+        const body = await readBody(response.body)
+        const requestId = headerValue(response.headers, 'request-id')
+        trace.upstreamStatus = response.statusCode
+        if (requestId !== undefined) trace.requestId = requestId
+        return { status: response.statusCode, headers: response.headers, body, ...(requestId !== undefined && { requestId }) }
+      } catch (err) {
+        lastError = err
+        // Only a connection that never opened may go to the backup host: anything later may have reached WeChat Pay.
+        if (!CONNECT_ERRORS.has((err as { code?: string }).code ?? '')) break
+      } finally {
+        trace.attempts = attempts.count
+        if (attempts.retried.length > 0) trace.retried = attempts.retried
+      }
+    }
+    throw this.transportError(lastError)
+  }
+
+  /** Verifies an answer with the merchant's keys, or with `keys` (a certificate download checks itself). */
+  async verify (answer: RawAnswer, trace: CallTrace, keys: VerificationKeys = this.options.keys): Promise<VerificationResult> {
+    const verification = await verifyResponse(keys, answer.headers, answer.body, this.now())
+    trace.verified = verification.ok
+    if (!verification.ok) trace.verificationFailure = verification.reason
+    return verification
+  }
+
   async close (): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close()
+    if (this.options.dispatcher === undefined) await Promise.all(this.upstreams.map(u => u.dispatcher.close()))
   }
 
   private now (): number {
@@ -166,10 +200,12 @@ export class WechatPayClient {
 
   private transportError (err: unknown): GatewayError {
     if (err instanceof GatewayError) return err
-    const code = (err as { code?: string }).code ?? ''
+    const { code = '', statusCode } = err as { code?: string, statusCode?: number }
     if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return upstreamError.timeout(this.options.timeoutMs)
-    if (CONNECTION_ERRORS.has(code)) return upstreamError.unavailable(code)
-    return upstreamError.unavailable((err as Error).message ?? String(err))
+    if (code === 'UND_ERR_REQ_RETRY' && statusCode === 202) {
+      return upstreamError.badResponse('WeChat Pay kept answering 202 (accepted, not yet processed); send the same request again later')
+    }
+    return upstreamError.unavailable(code !== '' ? code : (err as Error).message, CONNECT_ERRORS.has(code) ? 'not_executed' : 'unknown')
   }
 }
 
