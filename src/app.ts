@@ -4,7 +4,7 @@ import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { AppConfig } from './plugins/config.js'
 import auth from './plugins/auth.js'
-import credentials from './plugins/credentials.js'
+import credentials, { type CredentialsOptions } from './plugins/credentials.js'
 import errors from './plugins/errors.js'
 import swagger from './plugins/swagger.js'
 import health from './routes/health.js'
@@ -12,8 +12,10 @@ import operationRoutes from './routes/operations.js'
 
 export interface BuildOptions {
   logger: FastifyBaseLogger
-  /** Replaces the upstream connection pool (tests use undici's MockAgent). */
+  /** Replaces the upstream connection pools (e.g. undici's MockAgent). */
   dispatcher?: Dispatcher
+  /** Overrides of the credentials plugin's timings and retry policy (tests). */
+  credentials?: Omit<CredentialsOptions, 'wechat' | 'dispatcher'>
 }
 
 /** Bodies of the three operations are a few hundred bytes; anything near this limit is not a real call. */
@@ -58,7 +60,11 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
 
   await app.register(errors)
   if (config.docs) await app.register(swagger, { ui: true })
-  await app.register(credentials, { wechat: config.wechat, ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher }) })
+  await app.register(credentials, {
+    ...options.credentials,
+    wechat: config.wechat,
+    ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher })
+  })
   await app.register(auth, config.auth)
   await app.register(health)
   await app.register(operationRoutes)

@@ -50,6 +50,9 @@ async function main (): Promise<void> {
     for (const close of closers) await close()
   })
 
+  // Rotated key files are picked up on SIGHUP too (they are also watched).
+  process.on('SIGHUP', () => { app.reloadCredentials() })
+
   await app.listen({ host: config.host, port: config.port })
 }
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import type { Test } from 'tap'
-import { buildApp } from '../src/app.js'
+import { buildApp, type BuildOptions } from '../src/app.js'
 import { createLogger } from '../src/logger.js'
 import type { AppConfig, WechatConfig } from '../src/plugins/config.js'
 import type { KeyMode } from '../src/sandbox/app.js'
@@ -43,7 +43,7 @@ export class LogCapture extends Writable {
 export function secretsOf (sandbox?: RunningSandbox): string[] {
   const keyBodies = (file: string): string[] => readFileSync(file, 'utf8').split('\n').filter(l => l.length > 40 && !l.startsWith('-----'))
   const secrets = [
-    'PRIVATE KEY',
+    'PRIVATE KEY-----',
     ...keyBodies(fixture('merchant-test-key.pem')),
     ...keyBodies(fixture('platform-test-key.pem')),
     ...Object.values(TOKENS)
@@ -90,13 +90,21 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
 }
 
 /** The gateway against a real sandbox on loopback; its logs are captured and scanned for secrets at the end. */
-export async function testGateway (t: Test, opts: { sandbox?: RunningSandbox, config?: Partial<AppConfig>, wechat?: Partial<WechatConfig>, omit?: Array<keyof WechatConfig> } = {}) {
+export interface GatewayOptions {
+  sandbox?: RunningSandbox
+  config?: Partial<AppConfig>
+  wechat?: Partial<WechatConfig>
+  omit?: Array<keyof WechatConfig>
+  build?: Omit<BuildOptions, 'logger'>
+}
+
+export async function testGateway (t: Test, opts: GatewayOptions = {}) {
   const sandbox = opts.sandbox ?? await testSandbox(t)
   const logs = new LogCapture()
   const wechat: Partial<WechatConfig> = { ...sandbox.gatewaySettings(2000), ...opts.wechat }
   for (const key of opts.omit ?? []) delete wechat[key]
   const config = testConfig(wechat as WechatConfig, opts.config)
-  const app = await buildApp(config, { logger: createLogger('debug', logs) })
+  const app = await buildApp(config, { logger: createLogger('debug', logs), ...opts.build })
   t.teardown(async () => {
     await app.close()
     assertNoSecrets(logs, secretsOf(sandbox))

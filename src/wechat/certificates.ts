@@ -1,0 +1,150 @@
+import { createDecipheriv, X509Certificate } from 'node:crypto'
+import type { WechatPayClient } from './client.js'
+import type { CertificateEntry, KeyRing } from './keys.js'
+import type { VerificationKeys } from './verifier.js'
+
+/**
+ * Platform-certificate mode (PROTOCOL.md B.6): download `GET /v3/certificates`, decrypt each certificate with the
+ * APIv3 key, check the answer with the certificates it delivered, keep every unexpired one by serial. Refreshed on
+ * a schedule and, rate-limited, when an answer names a serial we do not know.
+ */
+
+export interface EncryptedResource {
+  algorithm: string
+  nonce: string
+  associated_data?: string
+  ciphertext: string
+}
+
+/** AEAD_AES_256_GCM with the APIv3 key: `ciphertext` is Base64 of the encrypted bytes followed by a 16-byte tag. */
+export function decryptResource (apiv3Key: string, resource: EncryptedResource): string {
+  if (resource.algorithm !== 'AEAD_AES_256_GCM') throw new Error(`unsupported algorithm ${resource.algorithm}`)
+  const sealed = Buffer.from(resource.ciphertext, 'base64')
+  const decipher = createDecipheriv('aes-256-gcm', Buffer.from(apiv3Key), Buffer.from(resource.nonce))
+  decipher.setAuthTag(sealed.subarray(-16))
+  decipher.setAAD(Buffer.from(resource.associated_data ?? ''))
+  return Buffer.concat([decipher.update(sealed.subarray(0, -16)), decipher.final()]).toString('utf8')
+}
+
+/** The merchant has no platform certificates: it can only use the WeChat Pay public key. */
+export class NoPlatformCertificates extends Error {
+  constructor (code: string) {
+    super(`WeChat Pay has no platform certificates for this merchant (${code}): it uses the WeChat Pay public key. ` +
+      'Set WECHATPAY_PUBLIC_KEY_ID and WECHATPAY_PUBLIC_KEY_FILE (商户平台 > 账户中心 > API安全 > 微信支付公钥) and unset WECHATPAY_APIV3_KEY.')
+    this.name = 'NoPlatformCertificates'
+  }
+}
+
+interface CertificateList {
+  data?: Array<{ serial_no?: string, expire_time?: string, encrypt_certificate?: EncryptedResource }>
+}
+
+export interface CertificateManagerOptions {
+  client: WechatPayClient
+  apiv3Key: string
+  keys: KeyRing
+  /** Scheduled refresh; WeChat Pay asks for less than 12 h. */
+  intervalMs?: number
+  /** Least time between two downloads triggered by unknown serials. */
+  minGapMs?: number
+  onError?: (err: Error) => void
+  onRefresh?: (serials: string[]) => void
+}
+
+export class CertificateManager {
+  /** When the last download succeeded (ms since epoch); undefined before the first. */
+  lastSuccess: number | undefined
+  private lastAttempt = 0
+  private inFlight: Promise<boolean> | undefined
+  private timer: NodeJS.Timeout | undefined
+  readonly intervalMs: number
+  private readonly minGapMs: number
+
+  constructor (private readonly options: CertificateManagerOptions) {
+    this.intervalMs = options.intervalMs ?? 3600_000
+    this.minGapMs = options.minGapMs ?? 60_000
+  }
+
+  /** First download: must succeed before the gateway is ready. Then a refresh every `intervalMs`. */
+  async start (): Promise<void> {
+    await this.refresh()
+    this.timer = setInterval(() => { void this.refresh().catch(err => this.options.onError?.(err as Error)) }, this.intervalMs)
+    this.timer.unref()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+  }
+
+  /** True when a download succeeded within two intervals and an unexpired certificate is held. */
+  fresh (now = Date.now()): boolean {
+    return this.lastSuccess !== undefined && now - this.lastSuccess < 2 * this.intervalMs && this.options.keys.hasCertificates()
+  }
+
+  /** For an unknown serial: download again, at most once per `minGapMs`; concurrent askers share one download. */
+  async refreshFor (serial: string): Promise<boolean> {
+    if (this.inFlight === undefined && Date.now() - this.lastAttempt < this.minGapMs) return false
+    try {
+      await this.refresh()
+      return this.options.keys.get(serial) !== undefined
+    } catch (err) {
+      this.options.onError?.(err as Error)
+      return false
+    }
+  }
+
+  /** Downloads and installs the current certificates (single flight). */
+  refresh (): Promise<boolean> {
+    this.inFlight ??= this.download().finally(() => { this.inFlight = undefined })
+    return this.inFlight
+  }
+
+  private async download (): Promise<boolean> {
+    this.lastAttempt = Date.now()
+    const { client, apiv3Key, keys } = this.options
+    const answer = await client.send('GET', '/v3/certificates', '')
+    const parsed = parseJson(answer.body) as CertificateList & { code?: string, message?: string } | undefined
+    if (answer.status === 404 && (parsed?.code === 'RESOURCE_NOT_EXISTS' || parsed?.code === 'NOT_FOUND')) {
+      throw new NoPlatformCertificates(parsed.code)
+    }
+    if (answer.status !== 200 || !Array.isArray(parsed?.data)) {
+      throw new Error(`GET /v3/certificates answered ${answer.status} ${parsed?.code ?? ''} ${parsed?.message ?? ''}`.trim())
+    }
+    const entries = new Map<string, CertificateEntry>()
+    for (const item of parsed.data) {
+      if (item.encrypt_certificate === undefined || item.serial_no === undefined) throw new Error('GET /v3/certificates: an entry lacks serial_no or encrypt_certificate')
+      let pem: string
+      try {
+        pem = decryptResource(apiv3Key, item.encrypt_certificate)
+      } catch (err) {
+        throw new Error(`cannot decrypt platform certificate ${item.serial_no} with WECHATPAY_APIV3_KEY (${(err as Error).message}): is it the APIv3 key set in the merchant platform?`)
+      }
+      const cert = new X509Certificate(pem)
+      const serial = cert.serialNumber.toUpperCase()
+      if (serial !== item.serial_no.toUpperCase()) throw new Error(`GET /v3/certificates: serial_no ${item.serial_no} is not the certificate's serial ${serial}`)
+      const expiresAt = Math.min(Date.parse(cert.validTo), Date.parse(item.expire_time ?? cert.validTo))
+      if (expiresAt > Date.now()) entries.set(serial, { key: cert.publicKey, expiresAt })
+    }
+    // The answer must verify with what it delivered (or with a key we already trust, in migration mode).
+    const combined: VerificationKeys = {
+      get: serial => entries.get(serial.toUpperCase())?.key ?? keys.get(serial),
+      serials: () => [...entries.keys(), ...keys.serials()]
+    }
+    const verification = await client.verify(answer, {}, combined)
+    if (!verification.ok) throw new Error(`GET /v3/certificates: the answer failed verification: ${verification.message}`)
+    const before = keys.serials().join()
+    keys.setCertificates(entries)
+    this.lastSuccess = Date.now()
+    const after = keys.serials()
+    if (after.join() !== before) this.options.onRefresh?.(after)
+    return true
+  }
+}
+
+function parseJson (body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'))
+  } catch {
+    return undefined
+  }
+}
