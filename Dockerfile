@@ -30,7 +30,8 @@ FROM base AS runtime
 # Do not add `init: true` / `--init` on top of it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && mkdir -p /sandbox \
  && chown node:node /sandbox \
  && chmod 0700 /sandbox

@@ -4,7 +4,8 @@ ARG DEBIAN_IMAGE=debian:bookworm
 FROM ${DEBIAN_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && mkdir -p /var/lib/redis \
  && chown redis:redis /var/lib/redis
 USER redis
