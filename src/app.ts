@@ -1,14 +1,26 @@
 import { randomUUID } from 'node:crypto'
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from '@fastify/type-provider-zod'
-import Fastify, { LogController, type FastifyBaseLogger } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply } from 'fastify'
 import type { Dispatcher } from 'undici'
+import { validationError } from './errors.js'
 import type { AppConfig } from './plugins/config.js'
 import auth from './plugins/auth.js'
 import credentials, { type CredentialsOptions } from './plugins/credentials.js'
 import errors from './plugins/errors.js'
+import idempotency from './plugins/idempotency.js'
+import limits from './plugins/limits.js'
+import metrics from './plugins/metrics.js'
+import redis from './plugins/redis.js'
 import swagger from './plugins/swagger.js'
 import health from './routes/health.js'
 import operationRoutes from './routes/operations.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** True once shutdown has begun. */
+    closing: () => boolean
+  }
+}
 
 export interface BuildOptions {
   logger: FastifyBaseLogger
@@ -20,6 +32,7 @@ export interface BuildOptions {
 
 /** Bodies of the three operations are a few hundred bytes; anything near this limit is not a real call. */
 export const BODY_LIMIT = 16 * 1024
+const MAX_PARAM_LENGTH = 512
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** Builds the gateway. Never listens: `server.ts` does, tests use `inject()` or their own listen. */
@@ -33,7 +46,15 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
-    routerOptions: { maxParamLength: 128 }
+    // Long enough that an over-long id is refused by its schema, naming the field, after authentication.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // The router's own refusals (bad percent-encoding, absurdly long ids) in the gateway's shape, with a request id.
+    frameworkErrors: (error, request, reply) => {
+      const issue = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`
+        : 'the path is not valid percent-encoding'
+      void (reply as unknown as FastifyReply).header('x-request-id', request.id).code(400).send(validationError([{ location: 'params', field: '/', issue }]).toJSON())
+    }
   }).withTypeProvider<ZodTypeProvider>()
 
   app.setValidatorCompiler(validatorCompiler)
@@ -44,6 +65,15 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id)
   })
+  // Graceful shutdown: calls in flight finish, and their answers close the connection, so that a keep-alive
+  // connection that was busy when closing began does not hold the server open.
+  let closing = false
+  app.decorate('closing', () => closing)
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) void reply.header('connection', 'close')
+    return payload
+  })
   // One line per request, with what happened upstream (the audit trail of an operation).
   app.addHook('onResponse', async (request, reply) => {
     const operation = request.routeOptions.config.operation
@@ -52,21 +82,33 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
       url: request.routeOptions.url ?? request.url.split('?')[0],
       status: reply.statusCode,
       ms: Math.round(reply.elapsedTime * 10) / 10,
-      ...(operation !== undefined && { caller: request.caller, operation, params: request.params, upstream: request.upstream })
+      ...(operation !== undefined && {
+        caller: request.caller,
+        operation,
+        params: request.params,
+        idempotencyKey: request.headers['idempotency-key'],
+        replayed: reply.getHeader('idempotent-replayed') === 'true',
+        upstream: request.upstream
+      })
     }
     if (operation !== undefined) request.log.info(line, 'operation')
     else request.log.debug(line, 'request')
   })
 
   await app.register(errors)
+  await app.register(metrics, { expose: config.metrics })
+  await app.register(limits, { rateLimit: config.rateLimit, maxEventLoopDelayMs: config.maxEventLoopDelayMs })
   if (config.docs) await app.register(swagger, { ui: true })
+  await app.register(redis, { url: config.redisUrl })
   await app.register(credentials, {
     ...options.credentials,
     wechat: config.wechat,
     ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher })
   })
   await app.register(auth, config.auth)
+  // A duplicate waits at most as long as the first call can take (every attempt, plus backoff).
+  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, waitMs: 3 * config.wechat.timeoutMs + 5000 })
   await app.register(health)
-  await app.register(operationRoutes)
+  await app.register(operationRoutes, { rateLimit: config.rateLimit })
   return app
 }

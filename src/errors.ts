@@ -36,10 +36,16 @@ export interface FieldIssue {
   issue: string
 }
 
-export function validationError (issues: FieldIssue[]): GatewayError {
-  const list = issues.map(i => `${i.location}${i.field === '/' ? '' : i.field}: ${i.issue}`).join('; ')
+/** At most this many fields are named, each cut to a sane length: a refusal is never much larger than the request. */
+const MAX_ISSUES = 20
+const clip = (text: string): string => text.length > 100 ? `${text.slice(0, 99)}…` : text
+
+export function validationError (all: FieldIssue[]): GatewayError {
+  const issues = all.slice(0, MAX_ISSUES).map(i => ({ location: i.location, field: clip(i.field), issue: clip(i.issue) }))
+  const more = all.length - issues.length
+  const list = issues.map(i => `${i.location}${i.field === '/' ? '' : i.field}: ${i.issue}`).join('; ') + (more > 0 ? `; and ${more} more` : '')
   const [first] = issues
-  return new GatewayError(400, 'VALIDATION_ERROR', `Invalid request: ${list}`, { ...first, errors: issues })
+  return new GatewayError(400, 'VALIDATION_ERROR', `Invalid request: ${list}`, { ...first, errors: issues, ...(more > 0 && { more }) })
 }
 
 /** What a failed upstream call means for the caller: was the operation carried out at WeChat Pay? */

@@ -85,6 +85,10 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
     sandbox: { dir: '.sandbox' },
     upstreamTimeoutMs: wechat.timeoutMs,
     shutdownGraceMs: 1000,
+    idempotencyTtlMs: 60_000,
+    rateLimit: { max: 0, windowMs: 1000 },
+    maxEventLoopDelayMs: 0,
+    metrics: true,
     ...overrides
   }
 }
@@ -113,3 +117,34 @@ export async function testGateway (t: Test, opts: GatewayOptions = {}) {
 }
 
 export const auth = (token: string = TOKENS.billing): Record<string, string> => ({ authorization: `Bearer ${token}` })
+
+/**
+ * A real redis-server on a free loopback port for this test (TEST_REDIS_URL uses an existing one instead).
+ * CI installs Debian's redis-server; nothing is skipped when it is missing: the test fails and says so.
+ */
+export async function testRedis (t: Test): Promise<{ url: string, stop: () => Promise<void> }> {
+  if (process.env.TEST_REDIS_URL !== undefined) return { url: process.env.TEST_REDIS_URL, stop: async () => {} }
+  const { spawn } = await import('node:child_process')
+  const { createServer } = await import('node:net')
+  const port = await new Promise<number>(resolve => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port
+      s.close(() => resolve(p))
+    })
+  })
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  await new Promise<void>((resolve, reject) => {
+    child.once('error', err => reject(new Error(`cannot start redis-server (${err.message}): install it (apt-get install redis-server) or set TEST_REDIS_URL`)))
+    child.stdout.on('data', (chunk: Buffer) => { if (chunk.toString().includes('Ready to accept connections')) resolve() })
+  })
+  let stopped = false
+  const stop = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    const exited = new Promise(resolve => child.once('exit', resolve))
+    child.kill('SIGKILL')
+    await exited
+  }
+  t.teardown(stop)
+  return { url: `redis://127.0.0.1:${port}`, stop }
+}

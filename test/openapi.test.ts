@@ -22,7 +22,7 @@ t.test('the OpenAPI document is valid and documents every route, field and error
     t.equal(post.operationId, op.id)
     t.match(post.summary, /[\u4e00-\u9fff].* \/ [A-Za-z]/, 'summary in Chinese and English')
     t.same(post.security, [{ bearer: [] }])
-    t.same(Object.keys(post.responses).sort(), ['204', '400', '401', '403', '404', '413', '415', '429', '502', '504'])
+    t.same(Object.keys(post.responses).sort(), ['204', '400', '401', '403', '404', '409', '413', '415', '422', '429', '502', '503', '504'])
     t.equal(post.responses['204'].content, undefined, '204 has no body')
     for (const status of ['400', '502', '504']) t.ok(post.responses[status].content['application/json'].schema, `${status} documented`)
     for (const param of post.parameters) {

@@ -48,6 +48,14 @@ export interface Config {
   sandbox: { dir: string }
   /** WECHATPAY_TIMEOUT_MS, kept apart for sandbox mode, where the rest of `wechat` comes from the sandbox. */
   upstreamTimeoutMs: number
+  /** Shared state for several replicas (idempotency keys, rate limits); in memory when absent. */
+  redisUrl?: string
+  idempotencyTtlMs: number
+  /** Per caller, per window; 0 turns rate limiting off. */
+  rateLimit: { max: number, windowMs: number }
+  /** Above this event-loop delay the gateway sheds load with 503. */
+  maxEventLoopDelayMs: number
+  metrics: boolean
   /** How long graceful shutdown may take before the process exits anyway (below Docker's 10 s stop timeout). */
   shutdownGraceMs: number
 }
@@ -55,7 +63,7 @@ export interface Config {
 export type AppConfig = Config & { wechat: WechatConfig }
 
 /** Settings that hold secrets; each also reads from `NAME_FILE`. */
-const SECRET_SETTINGS = ['WECHATPAY_APIV3_KEY', 'GATEWAY_TOKENS'] as const
+const SECRET_SETTINGS = ['WECHATPAY_APIV3_KEY', 'GATEWAY_TOKENS', 'REDIS_URL'] as const
 
 const operationIds = new Set(operations.map(op => op.id))
 const optionalText = z.string().trim().min(1).optional()
@@ -101,7 +109,13 @@ const envSchema = z.object({
   GATEWAY_AUTH: z.enum(['on', 'off']).optional(),
   GATEWAY_TOKENS: tokenList.optional(),
   SANDBOX_DIR: z.string().min(1).default('.sandbox'),
-  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(60_000).default(8000)
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(60_000).default(8000),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+  IDEMPOTENCY_TTL_S: z.coerce.number().int().min(1).max(7 * 24 * 3600).default(24 * 3600),
+  RATE_LIMIT_MAX: z.coerce.number().int().min(0).default(100),
+  RATE_LIMIT_WINDOW_MS: z.coerce.number().int().min(100).default(1000),
+  MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(1000),
+  GATEWAY_METRICS: z.enum(['on', 'off']).default('on')
 })
 
 type Env = Record<string, string | undefined>
@@ -186,6 +200,11 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     auth: { enabled: !authOff && tokens.length > 0, tokens },
     sandbox: { dir: e.SANDBOX_DIR },
     upstreamTimeoutMs: e.WECHATPAY_TIMEOUT_MS,
+    ...(e.REDIS_URL !== undefined && { redisUrl: e.REDIS_URL }),
+    idempotencyTtlMs: e.IDEMPOTENCY_TTL_S * 1000,
+    rateLimit: { max: e.RATE_LIMIT_MAX, windowMs: e.RATE_LIMIT_WINDOW_MS },
+    maxEventLoopDelayMs: e.MAX_EVENT_LOOP_DELAY_MS,
+    metrics: e.GATEWAY_METRICS === 'on',
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS
   }
 }

@@ -1,7 +1,9 @@
 import type { FastifyPluginAsyncZod } from '@fastify/type-provider-zod'
 import type { FastifyReply } from 'fastify'
 import { z } from 'zod'
+import { GatewayError } from '../errors.js'
 import { ErrorBody } from '../plugins/errors.js'
+import { rateLimiter, type LimitsOptions } from '../plugins/limits.js'
 import type { CallTrace } from '../wechat/client.js'
 import { callerBody, operations, upstreamBody, type Operation } from '../wechat/operations.js'
 
@@ -21,9 +23,12 @@ const errorResponses = {
   401: ErrorBody.describe('UNAUTHORIZED: missing or unknown caller token'),
   403: ErrorBody.describe('FORBIDDEN (this caller may not use this operation), or WeChat Pay\'s NO_AUTH'),
   404: ErrorBody.describe('WeChat Pay\'s not-found codes (e.g. ORDER_NOT_EXIST)'),
+  409: ErrorBody.describe('IDEMPOTENCY_IN_PROGRESS: a request with this Idempotency-Key is still running'),
   413: ErrorBody.describe('PAYLOAD_TOO_LARGE'),
   415: ErrorBody.describe('UNSUPPORTED_MEDIA_TYPE: send application/json'),
+  422: ErrorBody.describe('IDEMPOTENCY_KEY_REUSED: this Idempotency-Key was used with another request'),
   429: ErrorBody.describe('RATE_LIMITED by the gateway, or WeChat Pay\'s FREQUENCY_LIMITED'),
+  503: ErrorBody.describe('OVERLOADED (load shedding) or IDEMPOTENCY_STORE_UNAVAILABLE; nothing was sent'),
   502: ErrorBody.describe('UPSTREAM_UNAVAILABLE, UPSTREAM_SIGNATURE_INVALID, UPSTREAM_BAD_RESPONSE, SIGN_ERROR, or WeChat Pay\'s 5xx codes'),
   504: ErrorBody.describe('UPSTREAM_TIMEOUT: the outcome is unknown')
 }
@@ -35,6 +40,13 @@ function routeSchema (op: Operation) {
     description: op.description,
     tags: op.tags,
     security: [{ bearer: [] }],
+    headers: z.looseObject({
+      'idempotency-key': z.string().regex(/^[\x21-\x7e]{1,255}$/, 'must be 1-255 printable ASCII characters').optional().describe('可选幂等键：相同键与相同请求在 24 小时内只调用微信支付一次，重复请求返回首次结果 / ' +
+        'Optional: the same key with the same request within the TTL (24 h) reaches WeChat Pay once; repeats get the first answer (header Idempotent-Replayed: true)')
+        .meta({ example: 'order-1234323-collect-1' }),
+      'x-request-id': z.string().optional().describe('可选请求ID，用于日志关联 / Optional request id, echoed and logged (A-Z a-z 0-9 . _ : -, up to 128)')
+        .meta({ example: 'billing-7f3a9c' })
+    }),
     params: op.params,
     body: callerBody(op).meta({ example: op.example.body }),
     response: {
@@ -44,10 +56,16 @@ function routeSchema (op: Operation) {
   }
 }
 
-/** The three operations: validate, fill the merchant's fields, call WeChat Pay, answer with its verified result. */
-const operationRoutes: FastifyPluginAsyncZod = async (app) => {
+/**
+ * The three operations: authenticate (onRequest, before the body is read), validate, rate-limit per caller and
+ * claim the Idempotency-Key (preHandler), fill the merchant's fields, call WeChat Pay, answer with its verified result.
+ */
+const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLimit'] }> = async (app, opts) => {
   app.decorateRequest('upstream', null)
   app.addHook('onRequest', app.authenticate)
+  await rateLimiter(app, opts.rateLimit)
+  app.addHook('preHandler', app.idempotency.claim)
+  app.addHook('onSend', app.idempotency.record)
 
   for (const op of operations) {
     app.route({
@@ -61,7 +79,10 @@ const operationRoutes: FastifyPluginAsyncZod = async (app) => {
         const body = upstreamBody(op, request.body as Record<string, unknown>, app.merchant)
         const trace: CallTrace = {}
         request.upstream = trace
-        const result = await app.wechat.call(op, request.params as Record<string, string>, body, trace)
+        const result = await app.wechat.call(op, request.params as Record<string, string>, body, trace).catch((err: GatewayError) => {
+          trace.error = err.code
+          throw err
+        })
         if (result.requestId !== undefined) void reply.header('wechatpay-request-id', result.requestId)
         void reply.code(result.status)
         return result.body === undefined ? reply.send() : reply.type('application/json').send(result.body)

@@ -53,6 +53,10 @@ export interface CallTrace {
   verified?: boolean
   verificationFailure?: string
   signMessageLength?: number
+  /** Time spent on WeChat Pay, all attempts included. */
+  ms?: number
+  /** The gateway's error code when the call failed (WeChat's own code is `wechatCode`). */
+  error?: string
 }
 
 const MAX_BODY_BYTES = 1024 * 1024
@@ -150,7 +154,8 @@ export class WechatPayClient {
     const signed = await signRequest(this.options.merchant(), method, target, payload, this.now())
     trace.signMessageLength = Buffer.byteLength(signed.message)
     const attempts: Attempts = { count: 1, retried: [] }
-    const startedAt = Date.now()
+    const startedAt = performance.now()
+    const retryStart = Date.now()
     let lastError: unknown
     for (const [i, upstream] of this.upstreams.entries()) {
       if (i > 0) trace.failover = true
@@ -163,7 +168,7 @@ export class WechatPayClient {
           ...(payload !== '' && { body: payload }),
           headersTimeout: this.options.timeoutMs,
           bodyTimeout: this.options.timeoutMs,
-          retryOptions: retryOptions(this.retry, attempts, startedAt)
+          retryOptions: retryOptions(this.retry, attempts, retryStart)
         } as Dispatcher.RequestOptions)
         const body = await readBody(response.body)
         const requestId = headerValue(response.headers, 'request-id')
@@ -175,6 +180,7 @@ export class WechatPayClient {
         // Only a connection that never opened may go to the backup host: anything later may have reached WeChat Pay.
         if (!CONNECT_ERRORS.has((err as { code?: string }).code ?? '')) break
       } finally {
+        trace.ms = Math.round((performance.now() - startedAt) * 10) / 10
         trace.attempts = attempts.count
         if (attempts.retried.length > 0) trace.retried = attempts.retried
       }

@@ -1,0 +1,68 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: {
+      registry: Registry
+      replays: Counter<'operation'>
+    }
+  }
+}
+
+export interface MetricsOptions {
+  /** Serve GET /metrics (the numbers are collected either way). */
+  expose: boolean
+}
+
+/**
+ * Prometheus metrics, on an app-local registry. Everything about a request is taken from its `onResponse`, in one
+ * place: the route, the status, and the upstream trace the operation route left on the request.
+ */
+async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<void> {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const requests = new Counter({ name: 'wechatpay_gateway_requests_total', help: 'Requests answered, by route, method and status', labelNames: ['route', 'method', 'status'], registers: [registry] })
+  const upstream = new Histogram({
+    name: 'wechatpay_gateway_upstream_duration_seconds',
+    help: 'Calls to WeChat Pay (all attempts), by operation and outcome code (WeChat\'s code, the gateway\'s error code, or OK)',
+    labelNames: ['operation', 'code'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry]
+  })
+  const retries = new Counter({ name: 'wechatpay_gateway_upstream_retries_total', help: 'Retries of calls to WeChat Pay, by operation and reason (status or error code)', labelNames: ['operation', 'reason'], registers: [registry] })
+  const failovers = new Counter({ name: 'wechatpay_gateway_upstream_failovers_total', help: 'Calls sent to the backup host', labelNames: ['operation'], registers: [registry] })
+  const verificationFailures = new Counter({ name: 'wechatpay_gateway_verification_failures_total', help: 'Answers of WeChat Pay that failed signature verification, by reason', labelNames: ['reason'], registers: [registry] })
+  const replays = new Counter({ name: 'wechatpay_gateway_idempotent_replays_total', help: 'Answers replayed for a repeated Idempotency-Key', labelNames: ['operation'], registers: [registry] })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'wechatpay_gateway_platform_certificate_expiry_seconds',
+    help: 'Seconds until the nearest platform certificate expires (certificate mode only)',
+    registers: [registry],
+    collect () {
+      const seconds = app.hasDecorator('keyStatus') ? app.keyStatus().certificateExpirySeconds : undefined
+      if (seconds !== undefined) this.set(Math.round(seconds))
+    }
+  })
+
+  app.decorate('metrics', { registry, replays })
+
+  app.addHook('onResponse', async (request, reply) => {
+    requests.inc({ route: request.routeOptions.url ?? 'unmatched', method: request.method, status: reply.statusCode })
+    const trace = request.upstream
+    const operation = request.routeOptions.config.operation
+    if (trace === null || operation === undefined || trace.ms === undefined) return
+    upstream.observe({ operation, code: trace.wechatCode ?? trace.error ?? 'OK' }, trace.ms / 1000)
+    for (const reason of trace.retried ?? []) retries.inc({ operation, reason })
+    if (trace.failover === true) failovers.inc({ operation })
+    if (trace.verificationFailure !== undefined) verificationFailures.inc({ reason: trace.verificationFailure })
+  })
+
+  if (opts.expose) {
+    app.get('/metrics', { schema: { hide: true }, logLevel: 'warn' }, async (_request, reply) => {
+      return reply.type(registry.contentType).send(await registry.metrics())
+    })
+  }
+}
+
+export default fp(metrics, { name: 'metrics', fastify: '5.x' })

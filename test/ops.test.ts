@@ -1,0 +1,80 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { auth, testGateway, testSandbox } from './helpers.js'
+
+const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
+const pay = (id: string) => ({ method: 'POST' as const, url: `/payscore/partner/serviceorder/${id}/pay`, headers: { 'content-type': 'application/json', ...auth(), 'idempotency-key': `k-${id}` }, payload: collect })
+
+t.test('/readyz: ready with keys; not ready when certificates go stale; /healthz stays 200', async t => {
+  const { app } = await testGateway(t)
+  t.same((await app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'ready', problems: [] })
+
+  const sandbox = await testSandbox(t, { keyMode: 'certificate' })
+  const { app: cert } = await testGateway(t, {
+    sandbox,
+    wechat: { apiv3Key: sandbox.identity.json.apiv3_key },
+    omit: ['publicKeyId', 'publicKeyFile'],
+    build: { credentials: { certificateRefreshMs: 60 } }
+  })
+  t.equal((await cert.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
+  await sandbox.close() // downloads now fail
+  await sleep(200)
+  const stale = await cert.inject({ method: 'GET', url: '/readyz' })
+  t.equal(stale.statusCode, 503)
+  t.same(stale.json(), { status: 'not_ready', problems: ['platform certificates are not fresh'] })
+  t.equal((await cert.inject({ method: 'GET', url: '/healthz' })).statusCode, 200)
+})
+
+t.test('/metrics: requests, upstream latency by code, retries, verification failures, certificate expiry', async t => {
+  const sandbox = await testSandbox(t, { keyMode: 'certificate' })
+  const { app } = await testGateway(t, { sandbox, wechat: { apiv3Key: sandbox.identity.json.apiv3_key }, omit: ['publicKeyId', 'publicKeyFile'] })
+  for (const id of ['1', '1', 'SANDBOX_SYSTEM_ERROR_ONCE', 'SANDBOX_ORDER_DONE', 'SANDBOX_BAD_SIGNATURE']) await app.inject(pay(id))
+  await app.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { 'content-type': 'application/json' }, payload: {} })
+  const res = await app.inject({ method: 'GET', url: '/metrics' })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /^text\/plain/)
+  const text = res.body
+  t.match(text, /wechatpay_gateway_requests_total\{route="\/payscore\/partner\/serviceorder\/:out_order_no\/pay",method="POST",status="204"\} 3/)
+  t.match(text, /wechatpay_gateway_requests_total\{route="\/contracts\/:contract_id\/fail-notify",method="POST",status="401"\} 1/)
+  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="OK"\} 2/)
+  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="ORDER_DONE"\} 1/)
+  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="UPSTREAM_SIGNATURE_INVALID"\} 1/)
+  t.match(text, /wechatpay_gateway_upstream_retries_total\{operation="payscorePartnerCollect",reason="500"\} 1/)
+  t.match(text, /wechatpay_gateway_verification_failures_total\{reason="BAD_SIGNATURE"\} 1/)
+  t.match(text, /wechatpay_gateway_idempotent_replays_total\{operation="payscorePartnerCollect"\} 1/)
+  t.match(text, /wechatpay_gateway_platform_certificate_expiry_seconds \d{9}/)
+  t.match(text, /process_resident_memory_bytes/)
+  const { app: off } = await testGateway(t, { config: { metrics: false } })
+  t.equal((await off.inject({ method: 'GET', url: '/metrics' })).statusCode, 404)
+})
+
+t.test('one audit line per operation, with everything an SRE needs and no secret', async t => {
+  const { app, logs } = await testGateway(t)
+  await app.inject(pay('SANDBOX_SYSTEM_ERROR_ONCE'))
+  const [line] = logs.find('operation')
+  t.match(line, {
+    level: 'info',
+    reqId: /^[0-9a-f-]{36}$/,
+    caller: 'billing',
+    operation: 'payscorePartnerCollect',
+    params: { out_order_no: 'SANDBOX_SYSTEM_ERROR_ONCE' },
+    idempotencyKey: 'k-SANDBOX_SYSTEM_ERROR_ONCE',
+    replayed: false,
+    status: 204,
+    ms: Number,
+    upstream: { upstreamStatus: 204, requestId: /^[0-9a-f]{32}$/, attempts: 2, retried: ['500'], verified: true, ms: Number }
+  })
+})
+
+t.test('event-loop pressure sheds load with 503', async t => {
+  const { app } = await testGateway(t, { config: { maxEventLoopDelayMs: 5 } })
+  await app.ready()
+  let status = 0
+  for (let i = 0; i < 30 && status !== 503; i++) {
+    const end = Date.now() + 400
+    while (Date.now() < end) { /* block the event loop */ }
+    await sleep(100)
+    status = (await app.inject({ method: 'GET', url: '/healthz' })).statusCode
+  }
+  t.equal(status, 503)
+})

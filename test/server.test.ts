@@ -1,0 +1,102 @@
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { request } from 'undici'
+import { secretsOf, testSandbox, TOKENS } from './helpers.js'
+
+/** `src/server.ts` as a real process, run with the same TypeScript loader as this test (so coverage counts too). */
+function start (t: Test, env: Record<string, string>) {
+  const { NODE_ENV: _, ...inherited } = process.env
+  const child = spawn(process.execPath, [...process.execArgv, 'src/server.ts'], {
+    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const out: string[] = []
+  let err = ''
+  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  const listening = new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        out.push(line)
+        const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line)?.[1]
+        if (url !== undefined && !line.includes('"component":"sandbox"')) resolve(url)
+      }
+    })
+    child.stderr.on('data', (chunk: Buffer) => { err += chunk.toString() })
+    void exited.then(code => reject(new Error(`exited with ${code}: ${err}`)))
+  })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  return { child, out, stderr: () => err, exited, listening }
+}
+
+const post = (url: string, path: string, body: object, token?: string) => request(url + path, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', ...(token !== undefined && { authorization: `Bearer ${token}` }) },
+  body: JSON.stringify(body)
+})
+
+t.test('live mode without credentials: every problem listed, exit 1', async t => {
+  const server = start(t, { WECHATPAY_MODE: 'live' })
+  await t.rejects(server.listening)
+  t.equal(await server.exited, 1)
+  const lines = server.stderr().split('\n').filter(l => l.startsWith('  - '))
+  t.equal(lines.length, 5, server.stderr())
+  t.match(server.stderr(), /WECHATPAY_MCHID is required in live mode/)
+})
+
+t.test('live mode with a bad key file: a clear error, exit 1', async t => {
+  const sandbox = await testSandbox(t)
+  const s = sandbox.gatewaySettings(1000)
+  const server = start(t, {
+    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_MERCHANT_SERIAL: s.merchantSerial,
+    WECHATPAY_PRIVATE_KEY_FILE: s.publicKeyFile ?? '', WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
+    GATEWAY_TOKENS: `billing:${TOKENS.billing}`
+  })
+  await t.rejects(server.listening)
+  t.equal(await server.exited, 1)
+  t.match(server.stderr(), /WECHATPAY_PRIVATE_KEY_FILE: .* is not a PEM private key/)
+})
+
+t.test('live mode: SIGTERM during a slow call still answers it, then exits cleanly', async t => {
+  const sandbox = await testSandbox(t, { slowMs: 800 })
+  const s = sandbox.gatewaySettings(3000)
+  const started = Date.now()
+  const server = start(t, {
+    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
+    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
+    WECHATPAY_MERCHANT_CERT_FILE: s.merchantCertFile ?? '', WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
+    WECHATPAY_TIMEOUT_MS: '3000', GATEWAY_TOKENS: `billing:${TOKENS.billing}`, SHUTDOWN_GRACE_MS: '5000'
+  })
+  const url = await server.listening
+  t.comment(`ready ${Date.now() - started} ms after spawn (tap's TypeScript loader included)`)
+  t.equal((await request(`${url}/readyz`)).statusCode, 200)
+  t.equal((await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)).statusCode, 204)
+
+  const slow = post(url, '/contracts/SANDBOX_SLOW/fail-notify', {}, TOKENS.billing)
+  await new Promise(resolve => setTimeout(resolve, 200))
+  server.child.kill('SIGTERM')
+  const answer = await slow
+  t.equal(answer.statusCode, 204, 'the call in flight was answered')
+  t.equal(await server.exited, 0, server.out.slice(-4).join('\n') + server.stderr())
+  t.ok(server.out.some(l => l.includes('"msg":"shutting down"') && l.includes('SIGTERM')))
+  const leaks = server.out.filter(l => secretsOf(sandbox).some(secret => l.includes(secret)))
+  t.same(leaks, [], 'no key or token in the server log')
+})
+
+t.test('sandbox mode on a fresh folder: banner, warnings, routes answer; SIGHUP reloads keys', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gw-server-sandbox-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const server = start(t, { SANDBOX_DIR: dir })
+  const url = await server.listening
+  t.ok(server.out.some(l => l.includes('SANDBOX MODE')), 'a banner says so')
+  t.ok(server.out.some(l => l.includes('caller authentication is OFF')))
+  t.equal((await post(url, '/payscore/partner/serviceorder/1234323JKHDFE1243252/pay', { sub_mchid: '1900000109' })).statusCode, 204)
+  t.equal((await post(url, '/partner/contracts/1/notify', { sub_mchid: '12345512', estimated_amount: { amount: 1 } })).statusCode, 204)
+  server.child.kill('SIGHUP')
+  for (let i = 0; i < 50 && !server.out.some(l => l.includes('credentials reloaded')); i++) await new Promise(resolve => setTimeout(resolve, 20))
+  t.ok(server.out.some(l => l.includes('credentials reloaded')))
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+})
