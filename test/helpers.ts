@@ -118,6 +118,17 @@ export async function testGateway (t: Test, opts: GatewayOptions = {}) {
 
 export const auth = (token: string = TOKENS.billing): Record<string, string> => ({ authorization: `Bearer ${token}` })
 
+/** A loopback port nobody listens on (free when asked). */
+export async function freePort (): Promise<number> {
+  const { createServer } = await import('node:net')
+  return await new Promise(resolve => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
 /**
  * A real redis-server on a free loopback port for this test (TEST_REDIS_URL uses an existing one instead).
  * CI installs Debian's redis-server; nothing is skipped when it is missing: the test fails and says so.
@@ -125,13 +136,7 @@ export const auth = (token: string = TOKENS.billing): Record<string, string> => 
 export async function testRedis (t: Test): Promise<{ url: string, stop: () => Promise<void> }> {
   if (process.env.TEST_REDIS_URL !== undefined) return { url: process.env.TEST_REDIS_URL, stop: async () => {} }
   const { spawn } = await import('node:child_process')
-  const { createServer } = await import('node:net')
-  const port = await new Promise<number>(resolve => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port
-      s.close(() => resolve(p))
-    })
-  })
+  const port = await freePort()
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
   await new Promise<void>((resolve, reject) => {
     child.once('error', err => reject(new Error(`cannot start redis-server (${err.message}): install it (apt-get install redis-server) or set TEST_REDIS_URL`)))

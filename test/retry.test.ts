@@ -1,19 +1,9 @@
-import { createServer } from 'node:net'
 import t from 'tap'
 import { retryOptions } from '../src/wechat/retry.js'
-import { auth, testGateway, testSandbox } from './helpers.js'
+import { auth, freePort, testGateway, testSandbox } from './helpers.js'
 
 const json = { 'content-type': 'application/json' }
 const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
-
-async function freePort (): Promise<number> {
-  return await new Promise(resolve => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 t.test('transient failures are retried with the same signed request, invisibly to the caller', async t => {
   const { app, sandbox, logs } = await testGateway(t)

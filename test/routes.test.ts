@@ -1,6 +1,5 @@
-import { createServer } from 'node:net'
 import t from 'tap'
-import { auth, fixture, testGateway, testSandbox, TOKENS } from './helpers.js'
+import { auth, fixture, freePort, testGateway, testSandbox, TOKENS } from './helpers.js'
 
 const json = { 'content-type': 'application/json' }
 const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
@@ -154,13 +153,7 @@ t.test('timeouts, resets and refused connections', async t => {
   t.equal(reset.statusCode, 502)
   t.match(reset.json(), { code: 'UPSTREAM_UNAVAILABLE' })
 
-  // A port nobody listens on.
-  const port = await new Promise<number>(resolve => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port
-      s.close(() => resolve(p))
-    })
-  })
+  const port = await freePort()
   const { app: orphan } = await testGateway(t, { sandbox, wechat: { baseUrl: `http://127.0.0.1:${port}` } })
   const refused = await orphan.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { ...json, ...auth() }, payload: {} })
   t.equal(refused.statusCode, 502)

@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { z } from 'zod'
 import { matchUpstream } from '../wechat/operations.js'
 import { AUTH_SCHEME, requestMessage } from '../wechat/signer.js'
-import { responseMessage, SIGNTEST_PREFIX } from '../wechat/verifier.js'
+import { BASE64, responseMessage, SIGNTEST_PREFIX } from '../wechat/verifier.js'
 import { FAULTS, FaultQueue, type Fault } from './faults.js'
 import type { SandboxIdentity } from './identity.js'
 
@@ -187,7 +187,7 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
       return signError('timestamp is not within 5 minutes of the server time')
     }
     const message = requestMessage(request.method, request.url, timestamp, fields.nonce_str ?? '', raw.toString('utf8'))
-    const ok = /^[A-Za-z0-9+/]+={0,2}$/.test(fields.signature ?? '') &&
+    const ok = BASE64.test(fields.signature ?? '') &&
       verify('sha256', Buffer.from(message), identity.merchantPublicKey, Buffer.from(fields.signature ?? '', 'base64'))
     if (!ok) {
       // WeChat Pay shows the start of the message it computed, the first thing to compare when debugging.

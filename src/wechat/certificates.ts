@@ -1,5 +1,5 @@
 import { createDecipheriv, X509Certificate } from 'node:crypto'
-import type { WechatPayClient } from './client.js'
+import { parseJson, type WechatPayClient } from './client.js'
 import type { CertificateEntry, KeyRing } from './keys.js'
 import type { VerificationKeys } from './verifier.js'
 
@@ -138,13 +138,5 @@ export class CertificateManager {
     const after = keys.serials()
     if (after.join() !== before) this.options.onRefresh?.(after)
     return true
-  }
-}
-
-function parseJson (body: Buffer): unknown {
-  try {
-    return JSON.parse(body.toString('utf8'))
-  } catch {
-    return undefined
   }
 }

@@ -4,7 +4,7 @@ import { NAME, VERSION } from '../version.js'
 import { upstreamTarget, type Operation } from './operations.js'
 import { signRequest, type MerchantIdentity } from './signer.js'
 import { CONNECT_ERRORS, createUpstream, DEFAULT_RETRY_POLICY, retryOptions, type Attempts, type RetryPolicy } from './retry.js'
-import { isSigned, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
+import { headerValue, isSigned, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
 
 /** The WeChat Pay v3 client: signs, sends, verifies. It knows nothing of Fastify. */
 
@@ -68,11 +68,6 @@ export interface RawAnswer {
   headers: Record<string, string | string[] | undefined>
   body: Buffer
   requestId?: string
-}
-
-function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const v = headers[name]
-  return Array.isArray(v) ? v[0] : v
 }
 
 function parseErrorBody (body: Buffer): WechatErrorBody | undefined {
@@ -215,7 +210,8 @@ export class WechatPayClient {
   }
 }
 
-function parseJson (raw: Buffer): unknown {
+/** The parsed JSON of a body, or undefined when it is not JSON. */
+export function parseJson (raw: Buffer): unknown {
   try {
     return JSON.parse(raw.toString('utf8'))
   } catch {

@@ -30,14 +30,15 @@ export type VerificationResult =
 
 type Headers = Record<string, string | string[] | undefined>
 
-function header (headers: Headers, name: string): string | undefined {
+/** A header's first value; Node gives repeated headers as arrays. */
+export function headerValue (headers: Headers, name: string): string | undefined {
   const value = headers[name]
   return Array.isArray(value) ? value[0] : value
 }
 
 /** True when the answer carries the signature headers at all (non-2xx answers are verified only then). */
 export function isSigned (headers: Headers): boolean {
-  return header(headers, SIGNATURE_HEADERS.signature) !== undefined
+  return headerValue(headers, SIGNATURE_HEADERS.signature) !== undefined
 }
 
 /** The three-line message of PROTOCOL.md B.2, over the raw body bytes (an empty body for 204). */
@@ -45,7 +46,7 @@ export function responseMessage (timestamp: string, nonce: string, body: Buffer)
   return Buffer.concat([Buffer.from(`${timestamp}\n${nonce}\n`), body, Buffer.from('\n')])
 }
 
-const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/
+export const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/
 
 function verifyAsync (message: Buffer, key: KeyObject, signature: Buffer): Promise<boolean> {
   return new Promise(resolve => {
@@ -60,12 +61,12 @@ function verifyAsync (message: Buffer, key: KeyObject, signature: Buffer): Promi
  */
 export async function verifyResponse (keys: VerificationKeys, headers: Headers, body: Buffer,
   now = Date.now()): Promise<VerificationResult> {
-  const timestamp = header(headers, SIGNATURE_HEADERS.timestamp)
-  const nonce = header(headers, SIGNATURE_HEADERS.nonce)
-  const signature = header(headers, SIGNATURE_HEADERS.signature)
-  const serial = header(headers, SIGNATURE_HEADERS.serial)
+  const timestamp = headerValue(headers, SIGNATURE_HEADERS.timestamp)
+  const nonce = headerValue(headers, SIGNATURE_HEADERS.nonce)
+  const signature = headerValue(headers, SIGNATURE_HEADERS.signature)
+  const serial = headerValue(headers, SIGNATURE_HEADERS.serial)
   if (timestamp === undefined || nonce === undefined || signature === undefined || serial === undefined) {
-    const missing = Object.values(SIGNATURE_HEADERS).filter(name => header(headers, name) === undefined)
+    const missing = Object.values(SIGNATURE_HEADERS).filter(name => headerValue(headers, name) === undefined)
     return { ok: false, reason: 'MISSING_HEADERS', message: `missing ${missing.join(', ')}` }
   }
   if (!/^\d{1,12}$/.test(timestamp)) {
