@@ -119,7 +119,7 @@ export class WechatPayClient {
    */
   async call (op: Operation, params: Record<string, string>, body: Record<string, unknown>,
     trace: CallTrace = {}): Promise<UpstreamResult> {
-    const answer = await this.send(op.method, upstreamTarget(op, params), JSON.stringify(body), trace)
+    const answer = await this.send(op.method, upstreamTarget(op, params), JSON.stringify(body), trace, op.retry)
     const { status, headers, body: raw, requestId } = answer
 
     if (status >= 200 && status < 300) {
@@ -145,7 +145,9 @@ export class WechatPayClient {
    * Signs once and sends: retries where it is safe (retry.ts), then the backup host if the primary could not be
    * connected to at all. Transport failures become GatewayErrors; any HTTP answer is returned as it is.
    */
-  async send (method: string, target: string, payload: string, trace: CallTrace = {}): Promise<RawAnswer> {
+  async send (method: string, target: string, payload: string, trace: CallTrace = {}, policy?: RetryPolicy): Promise<RawAnswer> {
+    // The time budget is never shorter than one attempt's timeout.
+    const retry = policy === undefined ? this.retry : { ...policy, budgetMs: Math.max(policy.budgetMs, this.options.timeoutMs) }
     const signed = await signRequest(this.options.merchant(), method, target, payload, this.now())
     trace.signMessageLength = Buffer.byteLength(signed.message)
     const attempts: Attempts = { count: 1, retried: [] }
@@ -163,7 +165,7 @@ export class WechatPayClient {
           ...(payload !== '' && { body: payload }),
           headersTimeout: this.options.timeoutMs,
           bodyTimeout: this.options.timeoutMs,
-          retryOptions: retryOptions(this.retry, attempts, retryStart)
+          retryOptions: retryOptions(retry, attempts, retryStart)
         } as Dispatcher.RequestOptions)
         const body = await readBody(response.body)
         const requestId = headerValue(response.headers, 'request-id')
