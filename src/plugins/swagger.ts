@@ -15,11 +15,16 @@ Internal gateway in front of the WeChat Pay API v3. It signs each call with the 
 WeChat Pay's signed answer, and replies. 内部服务通过本网关调用微信支付，无需接触任何密钥。
 
 **Errors** all have the shape \`{code, message, detail?}\`. WeChat Pay's own 4xx errors keep WeChat's status and code.
-The gateway's own codes: \`VALIDATION_ERROR\` 400 (each bad field named in \`detail.errors\`), \`UNAUTHORIZED\` 401,
-\`FORBIDDEN\` 403, \`PAYLOAD_TOO_LARGE\` 413, \`UNSUPPORTED_MEDIA_TYPE\` 415, \`UPSTREAM_UNAVAILABLE\` 502
-(\`detail.outcome: not_executed\`, safe to retry), \`UPSTREAM_TIMEOUT\` 504, \`UPSTREAM_SIGNATURE_INVALID\` 502 and
-\`UPSTREAM_BAD_RESPONSE\` 502 (\`detail.outcome: unknown\`: the operation may have happened), WeChat's \`SIGN_ERROR\` as 502
-(the gateway's fault, never the caller's), WeChat's 5xx codes (\`SYSTEM_ERROR\`...) as 502.
+The gateway's own codes, none of which reached WeChat Pay: \`VALIDATION_ERROR\` / \`INVALID_JSON\` 400 (each bad field
+named in \`detail.errors\`), \`UNAUTHORIZED\` 401, \`FORBIDDEN\` 403, \`IDEMPOTENCY_IN_PROGRESS\` 409,
+\`PAYLOAD_TOO_LARGE\` 413, \`UNSUPPORTED_MEDIA_TYPE\` 415, \`IDEMPOTENCY_KEY_REUSED\` 422, \`RATE_LIMITED\` 429,
+\`OVERLOADED\` / \`IDEMPOTENCY_STORE_UNAVAILABLE\` 503. Upstream failures: \`UPSTREAM_UNAVAILABLE\` 502
+(\`detail.outcome: not_executed\`: safe to retry), \`UPSTREAM_TIMEOUT\` 504, \`UPSTREAM_SIGNATURE_INVALID\` 502 and
+\`UPSTREAM_BAD_RESPONSE\` 502 (\`detail.outcome: unknown\`: the operation may have happened, check before repeating),
+WeChat's \`SIGN_ERROR\` as 502 (the gateway's fault, never the caller's), WeChat's 5xx codes (\`SYSTEM_ERROR\`...) as 502.
+
+**Idempotency-Key** (optional): the same key and request within 24 h reach WeChat Pay once; repeats get the first
+answer with \`Idempotent-Replayed: true\`.
 
 Every answer carries \`x-request-id\` (send your own to correlate logs) and, when WeChat Pay answered,
 \`wechatpay-request-id\` (WeChat's \`Request-ID\`, which WeChat Pay support asks for).
@@ -32,6 +37,16 @@ const noContentFor204: typeof jsonSchemaTransform = input => {
   const noContent = responses?.['204']
   if (responses !== undefined && noContent !== undefined) responses['204'] = { type: 'null', description: noContent.description ?? 'No Content' } as never
   return output
+}
+
+/** The provider emits an input and an output variant of every registered schema; keep the ones the document uses. */
+const referencedSchemasOnly: typeof jsonSchemaTransformObject = input => {
+  const output = jsonSchemaTransformObject(input) as { paths?: unknown, components?: { schemas?: Record<string, unknown> } }
+  const used = JSON.stringify(output.paths)
+  for (const name of Object.keys(output.components?.schemas ?? {})) {
+    if (!used.includes(`"#/components/schemas/${name}"`)) delete output.components?.schemas?.[name]
+  }
+  return output as ReturnType<typeof jsonSchemaTransformObject>
 }
 
 async function swaggerPlugin (app: FastifyInstance, opts: SwaggerOptions): Promise<void> {
@@ -51,7 +66,7 @@ async function swaggerPlugin (app: FastifyInstance, opts: SwaggerOptions): Promi
       }
     },
     transform: noContentFor204,
-    transformObject: jsonSchemaTransformObject
+    transformObject: referencedSchemasOnly
   })
   if (opts.ui) await app.register(swaggerUi, { routePrefix: '/docs' })
 }
