@@ -18,19 +18,27 @@ declare module 'fastify' {
   }
 }
 
+/** A documented error answer, with a realistic example for its status. */
+const error = (description: string, code: string, message: string, detail?: Record<string, unknown>) =>
+  ErrorBody.describe(description).meta({ example: { code, message, ...(detail !== undefined && { detail }) } })
+
 const errorResponses = {
-  400: ErrorBody.describe('VALIDATION_ERROR (each bad field named), INVALID_JSON, or WeChat Pay\'s PARAM_ERROR / INVALID_REQUEST / business codes'),
-  401: ErrorBody.describe('UNAUTHORIZED: missing or unknown caller token'),
-  403: ErrorBody.describe('FORBIDDEN (this caller may not use this operation), or WeChat Pay\'s NO_AUTH'),
-  404: ErrorBody.describe('WeChat Pay\'s not-found codes (e.g. ORDER_NOT_EXIST)'),
-  409: ErrorBody.describe('IDEMPOTENCY_IN_PROGRESS: a request with this Idempotency-Key is still running'),
-  413: ErrorBody.describe('PAYLOAD_TOO_LARGE'),
-  415: ErrorBody.describe('UNSUPPORTED_MEDIA_TYPE: send application/json'),
-  422: ErrorBody.describe('IDEMPOTENCY_KEY_REUSED: this Idempotency-Key was used with another request'),
-  429: ErrorBody.describe('RATE_LIMITED by the gateway, or WeChat Pay\'s FREQUENCY_LIMITED'),
-  503: ErrorBody.describe('OVERLOADED (load shedding) or IDEMPOTENCY_STORE_UNAVAILABLE; nothing was sent'),
-  502: ErrorBody.describe('UPSTREAM_UNAVAILABLE, UPSTREAM_SIGNATURE_INVALID, UPSTREAM_BAD_RESPONSE, SIGN_ERROR, or WeChat Pay\'s 5xx codes'),
-  504: ErrorBody.describe('UPSTREAM_TIMEOUT: the outcome is unknown')
+  400: error('VALIDATION_ERROR (each bad field named), INVALID_JSON, or WeChat Pay\'s PARAM_ERROR / INVALID_REQUEST / business codes',
+    'VALIDATION_ERROR', 'Invalid request: body/estimated_amount/amount: Too small: expected number to be >0',
+    { location: 'body', field: '/estimated_amount/amount', issue: 'Too small: expected number to be >0', errors: [{ location: 'body', field: '/estimated_amount/amount', issue: 'Too small: expected number to be >0' }] }),
+  401: error('UNAUTHORIZED: missing or unknown caller token', 'UNAUTHORIZED', 'Unknown caller token'),
+  403: error('FORBIDDEN (this caller may not use this operation), or WeChat Pay\'s NO_AUTH', 'NO_AUTH', '商户无权限'),
+  404: error('WeChat Pay\'s not-found codes (e.g. ORDER_NOT_EXIST)', 'ORDER_NOT_EXIST', '订单不存在'),
+  409: error('IDEMPOTENCY_IN_PROGRESS: a request with this Idempotency-Key is still running', 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed; retry later'),
+  413: error('PAYLOAD_TOO_LARGE', 'PAYLOAD_TOO_LARGE', 'Request body is too large'),
+  415: error('UNSUPPORTED_MEDIA_TYPE: send application/json', 'UNSUPPORTED_MEDIA_TYPE', 'Unsupported Media Type: text/plain'),
+  422: error('IDEMPOTENCY_KEY_REUSED: this Idempotency-Key was used with another request', 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with another request (path or body); use a new key'),
+  429: error('RATE_LIMITED by the gateway (Retry-After set), or WeChat Pay\'s FREQUENCY_LIMITED', 'RATE_LIMITED', 'Caller billing is over 100 requests per 1000 ms; retry in 1 second'),
+  502: error('UPSTREAM_UNAVAILABLE, UPSTREAM_SIGNATURE_INVALID, UPSTREAM_BAD_RESPONSE, SIGN_ERROR, or WeChat Pay\'s 5xx codes; see detail.outcome',
+    'UPSTREAM_SIGNATURE_INVALID', 'The answer from WeChat Pay failed signature verification (signature probe (WECHATPAY/SIGNTEST/) rejected as WeChat Pay asks); its outcome is unknown',
+    { outcome: 'unknown', reason: 'signature probe (WECHATPAY/SIGNTEST/) rejected as WeChat Pay asks' }),
+  503: error('OVERLOADED (load shedding) or IDEMPOTENCY_STORE_UNAVAILABLE; nothing was sent', 'OVERLOADED', 'The gateway is overloaded (eventLoopDelay); retry shortly'),
+  504: error('UPSTREAM_TIMEOUT: the outcome is unknown', 'UPSTREAM_TIMEOUT', 'WeChat Pay did not answer within 10000 ms; the operation may or may not have been carried out', { outcome: 'unknown' })
 }
 
 function routeSchema (op: Operation) {
