@@ -1,0 +1,20 @@
+// One worker of the signing ceiling: RSA-2048 / SHA-256 signatures of a ~170-byte message in a tight loop.
+// Started by run.js with workerData { pem, ms }; posts { signatures, ms } back.
+import { createPrivateKey, sign } from 'node:crypto'
+import { parentPort, workerData } from 'node:worker_threads'
+
+const key = createPrivateKey(workerData.pem)
+// The shape of a real request message (PROTOCOL.md A.1): method, target, timestamp, nonce, body.
+const message = Buffer.from('POST\n/v3/payscore/partner/serviceorder/1234323JKHDFE1243252/pay\n1700000000\n' +
+  '593BEC0C930BF1AFEB40B4A08C8FB242\n{"service_id":"2002000000000558128851361561536","sub_mchid":"1900000109"}\n')
+
+for (let i = 0; i < 50; i++) sign('sha256', message, key) // warm-up
+let signatures = 0
+const start = performance.now()
+let now = start
+while (now - start < workerData.ms) {
+  for (let i = 0; i < 20; i++) sign('sha256', message, key)
+  signatures += 20
+  now = performance.now()
+}
+parentPort.postMessage({ signatures, ms: now - start, messageBytes: message.length })
