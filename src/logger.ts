@@ -1,12 +1,13 @@
 import { pino, type DestinationStream, type Logger } from 'pino'
 
 /**
- * Paths pino censors wherever they appear (defense in depth: the gateway never logs headers or key material on
- * purpose). Caller tokens travel in `authorization`; keys live only in KeyObjects, which print as `KeyObject {}`.
+ * Paths pino censors (defense in depth: the gateway never logs headers or key material on purpose; keys live only
+ * in KeyObjects, which print as `KeyObject {}`). Exact paths, not wildcards: wildcard redaction doubled the cost of
+ * every log line (BENCHMARKS.md), for objects the gateway never logs.
  */
 export const REDACT_PATHS = [
-  'authorization', '*.authorization', 'req.headers.authorization', 'req.headers["x-api-key"]',
-  'headers.authorization', 'token', '*.token', 'apiv3Key', '*.apiv3Key', 'privateKey', '*.privateKey'
+  'authorization', 'headers.authorization', 'req.headers.authorization', 'request.headers.authorization',
+  'token', 'apiv3Key', 'privateKey', 'wechat.apiv3Key', 'wechat.privateKey', 'config.wechat.apiv3Key'
 ]
 
 export function createLogger (level: string, stream?: DestinationStream): Logger {
