@@ -106,8 +106,8 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher })
   })
   await app.register(auth, config.auth)
-  // A duplicate waits at most as long as the first call can take (every attempt, plus backoff).
-  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, waitMs: 3 * config.wechat.timeoutMs + 5000 })
+  // A claimed key is held, and a duplicate waits, longer than the first call can possibly take.
+  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, waitMs: app.wechat.maxCallMs + 5000 })
   await app.register(health)
   await app.register(operationRoutes, { rateLimit: config.rateLimit })
   return app

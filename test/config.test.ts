@@ -70,12 +70,13 @@ t.test('malformed values are named', async t => {
 })
 
 t.test('caller tokens: format, length, known operations, no duplicates; never echoed', async t => {
-  const found = problems({ ...live, GATEWAY_TOKENS: 'a:short,bad name:0123456789abcdef0,c:0123456789abcdefg:nope,c:0123456789abcdefh' })
+  const found = problems({ ...live, GATEWAY_TOKENS: 'a:short,bad name:0123456789abcdef0,c:0123456789abcdefg:nope,c:0123456789abcdefh,Sup3rSecretBareToken,d:0123456789abcdefi:Sup3rSecretTail' })
   t.match(found.join('\n'), /entry 1 \(a\): the token must have at least 16 characters/)
-  t.match(found.join('\n'), /entry 2: the caller name/)
-  t.match(found.join('\n'), /entry 3 \(c\): unknown operation nope/)
-  t.match(found.join('\n'), /entry 4: caller c is listed twice/)
-  t.notMatch(found.join('\n'), /0123456789abcdef/, 'no token in the messages')
+  t.match(found.join('\n'), /entry 2: expected name:token/)
+  t.match(found.join('\n'), /entry 3 \(c\): unknown operation in the list/)
+  t.match(found.join("\n"), /entry 4 \(c\): caller c is listed twice/)
+  t.match(found.join('\n'), /entry 5: expected name:token/)
+  t.notMatch(found.join('\n'), /0123456789abcdef|Sup3rSecret|nope/, 'nothing of an entry but a valid caller name is echoed')
   t.match(problems({ ...live, GATEWAY_TOKENS: '' }), [/GATEWAY_TOKENS/])
   t.equal(loadConfig({ ...live, GATEWAY_TOKENS: '', GATEWAY_AUTH: 'off' }).auth.enabled, false, 'explicitly off')
   t.match(problems({ GATEWAY_AUTH: 'on' }), ['GATEWAY_AUTH=on needs GATEWAY_TOKENS'])

@@ -91,19 +91,31 @@ t.test('answers expire after the TTL', async t => {
   t.equal(sandbox.app.sandbox.requests.length, 2)
 })
 
-t.test('memory store: a duplicate gives up waiting with "busy"; old answers are swept', async t => {
+t.test('memory store: busy, conflict, owner tokens, expiry, and the size cap', async t => {
   let now = 0
   const store = new MemoryStore(2, () => now)
   t.teardown(() => store.close())
-  t.same(await store.claim('a', 'f', 20), { kind: 'claimed' })
+  const first = await store.claim('a', 'f', 20)
+  t.match(first, { kind: 'claimed', token: /^[0-9a-f-]{36}$/ })
   t.same(await store.claim('a', 'f', 20), { kind: 'busy' })
   t.same(await store.claim('a', 'g', 20), { kind: 'conflict' })
-  await store.release('a')
-  t.same(await store.claim('a', 'g', 20), { kind: 'claimed' })
-  for (const k of ['b', 'c', 'd']) await store.complete(k, 'f', { status: 204, headers: {}, body: '' }, 1000)
-  t.same(await store.claim('b', 'f', 20), { kind: 'claimed' }, 'the oldest answer went past the cap')
-  now = 2000
-  t.same(await store.claim('d', 'f', 20), { kind: 'claimed' }, 'expired')
+  await store.release('a', 'not-the-owner')
+  t.same(await store.claim('a', 'f', 20), { kind: 'busy' }, 'only the owner can release')
+  await store.release('a', (first as { token: string }).token)
+  const second = await store.claim('a', 'g', 20) as { token: string }
+  now = 100 // the claim expires; another call takes the key
+  const third = await store.claim('a', 'g', 20) as { token: string }
+  await store.complete('a', second.token, 'g', { status: 204, headers: {}, body: 'stale' }, 1000)
+  t.same(await store.claim('a', 'g', 0), { kind: 'busy' }, 'a stale owner cannot complete over the new claim')
+  await store.complete('a', third.token, 'g', { status: 204, headers: {}, body: '' }, 1000)
+  t.match(await store.claim('a', 'g', 0), { kind: 'replay', answer: { status: 204, body: '' } })
+  for (const k of ['b', 'c', 'd']) {
+    const c = await store.claim(k, 'f', 20) as { token: string }
+    await store.complete(k, c.token, 'f', { status: 204, headers: {}, body: '' }, 1000)
+  }
+  t.match(await store.claim('a', 'g', 20), { kind: 'claimed' }, 'the oldest answers went past the cap')
+  now = 5000
+  t.match(await store.claim('d', 'f', 20), { kind: 'claimed' }, 'expired')
 })
 
 t.test('with Redis, replicas share keys and rate limits', async t => {

@@ -25,12 +25,16 @@ t.test('transient failures are retried with the same signed request, invisibly t
   }
 })
 
-t.test('a reset before any answer is retried', async t => {
-  const { app, sandbox, logs } = await testGateway(t)
+t.test('a reset after connecting is never retried nor failed over: the request may have been carried out', async t => {
+  const sandbox = await testSandbox(t)
+  const dead = `http://127.0.0.1:${await freePort()}`
+  const { app, logs } = await testGateway(t, { sandbox, wechat: { backupBaseUrl: dead } })
   const res = await app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/SANDBOX_RESET_ONCE/pay', headers: { ...json, ...auth() }, payload: collect })
-  t.equal(res.statusCode, 204)
-  t.equal(sandbox.app.sandbox.requests.length, 2)
-  t.match(logs.find('operation')[0], { upstream: { attempts: 2, retried: [/ECONNRESET|UND_ERR_SOCKET|EPIPE/] } })
+  t.equal(res.statusCode, 502)
+  t.match(res.json(), { code: 'UPSTREAM_UNAVAILABLE', detail: { outcome: 'unknown' } })
+  t.equal(sandbox.app.sandbox.requests.length, 1, 'sent once')
+  t.match(logs.find('operation')[0], { upstream: { attempts: 1 } })
+  t.notOk((logs.find('operation')[0]?.upstream as { failover?: boolean }).failover, 'not sent to the backup host')
 })
 
 t.test('retries are bounded: a failure that persists is reported after 3 attempts', async t => {
@@ -44,9 +48,6 @@ t.test('retries are bounded: a failure that persists is reported after 3 attempt
   t.equal(accepted.statusCode, 502)
   t.match(accepted.json(), { code: 'UPSTREAM_BAD_RESPONSE', message: /kept answering 202/, detail: { outcome: 'unknown' } })
   t.equal(sandbox.app.sandbox.requests.length, 3)
-  sandbox.app.sandbox.requests.length = 0
-  const reset = await app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/SANDBOX_RESET/pay', headers: { ...json, ...auth() }, payload: collect })
-  t.match(reset.json(), { code: 'UPSTREAM_UNAVAILABLE', detail: { outcome: 'unknown' } }, 'a reset after sending: the outcome is unknown')
 })
 
 t.test('never retried: a read timeout, a failed verification, a refusal', async t => {
@@ -88,9 +89,55 @@ t.test('retry policy: full jitter, Retry-After, count and time budget', async t 
   t.equal((await decide(status(400))).retried, false, '4xx is final')
   t.equal((await decide(Object.assign(new Error('x'), { code: 'UND_ERR_HEADERS_TIMEOUT' }))).retried, false, 'a read timeout is final')
   t.equal((await decide(Object.assign(new Error('x'), { code: 'ECONNREFUSED' }))).retried, true)
+  t.equal((await decide(Object.assign(new Error('x'), { code: 'ECONNRESET' }))).retried, false, 'a reset may come after the request was read')
+  t.equal((await decide(Object.assign(new Error('x'), { code: 'UND_ERR_SOCKET' }))).retried, false)
+  t.match((await decide(status(503))).attempts, { answered: true }, 'an HTTP answer marks the call as seen by WeChat Pay')
   t.equal((await decide(status(500), { count: 3, retried: ['500', '500'] })).retried, false, 'at most 2 retries')
   t.equal((await decide(status(500), undefined, Date.now() - 9_990)).retried, false, 'not past the time budget')
   const started = Date.now()
   t.equal((await decide(status(429, { 'retry-after': '0.2' }))).retried, true)
   t.ok(Date.now() - started >= 190, 'Retry-After is honoured')
+})
+
+t.test('a misbehaving upstream: cut-off body, odd detail, proxy HTML — each sent once, none claimed as not executed', async t => {
+  const { createServer } = await import('node:http')
+  const seen: string[] = []
+  const upstream = createServer((req, res) => {
+    seen.push(req.headers.range ?? '')
+    req.resume()
+    req.on('end', () => {
+      const id = req.url?.split('/')[5] ?? ''
+      if (id === 'cut') {
+        res.writeHead(400, { 'content-type': 'application/json', 'content-length': '100' })
+        res.write('{"code":"ORDER_DONE","mess')
+        setTimeout(() => res.destroy(), 20)
+      } else if (id === 'nulldetail') {
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"code":"ORDER_DONE","message":"订单已完成","detail":null}')
+      } else {
+        res.writeHead(502, { 'content-type': 'text/html' }).end('<html>502 Bad Gateway</html>')
+      }
+    })
+  })
+  await new Promise<void>(resolve => upstream.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { upstream.close() })
+  const { app } = await testGateway(t, { wechat: { baseUrl: `http://127.0.0.1:${(upstream.address() as { port: number }).port}` } })
+  const call = (id: string) => app.inject({ method: 'POST', url: `/payscore/partner/serviceorder/${id}/pay`, headers: { ...json, ...auth(), 'idempotency-key': `k-${id}` }, payload: collect })
+
+  const cut = await call('cut')
+  t.equal(cut.statusCode, 502)
+  t.match(cut.json(), { code: 'UPSTREAM_UNAVAILABLE', detail: { outcome: 'unknown' } })
+  t.same(seen, [''], 'sent once, never re-sent with a Range header')
+
+  const odd = await call('nulldetail')
+  t.equal(odd.statusCode, 400)
+  t.same(odd.json(), { code: 'ORDER_DONE', message: '订单已完成' }, 'a detail that is not an object is dropped')
+
+  seen.length = 0
+  const proxy = await call('html')
+  t.equal(proxy.statusCode, 502)
+  t.match(proxy.json(), { code: 'UPSTREAM_BAD_RESPONSE', detail: { outcome: 'unknown' } }, 'a body-less 502 may come after forwarding')
+  t.equal(seen.length, 3, '502 is retried as WeChat Pay asks')
+  const again = await call('html')
+  t.equal(again.headers['idempotent-replayed'], 'true', 'an unknown outcome is kept: the same key does not call again')
+  t.equal(seen.length, 3)
 })

@@ -73,13 +73,14 @@ const tokenList = z.string().transform((value, ctx): CallerToken[] => {
   const tokens: CallerToken[] = []
   for (const [i, entry] of value.split(/[,\n]/).map(e => e.trim()).filter(Boolean).entries()) {
     const [name = '', token = '', ops] = entry.split(':')
-    // The position is reported, never the entry: it holds a token.
-    const where = `entry ${i + 1}`
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) ctx.addIssue({ code: 'custom', message: `${where}: the caller name must be 1-64 of A-Z a-z 0-9 _ . -` })
-    if (token.length < 16) ctx.addIssue({ code: 'custom', message: `${where} (${name}): the token must have at least 16 characters` })
+    // Messages name the entry by position, and by caller name only when it is one: a mistyped entry may be a token.
+    const validName = /^[A-Za-z0-9_.-]{1,64}$/.test(name) && entry.includes(':')
+    const where = validName ? `entry ${i + 1} (${name})` : `entry ${i + 1}`
+    if (!validName) ctx.addIssue({ code: 'custom', message: `${where}: expected name:token[:operations], the caller name 1-64 of A-Z a-z 0-9 _ . -` })
+    if (token.length < 16) ctx.addIssue({ code: 'custom', message: `${where}: the token must have at least 16 characters` })
     const allowed = ops?.split('|').filter(Boolean)
-    for (const op of allowed ?? []) {
-      if (!operationIds.has(op)) ctx.addIssue({ code: 'custom', message: `${where} (${name}): unknown operation ${op} (known: ${[...operationIds].join(', ')})` })
+    if (allowed?.some(op => !operationIds.has(op)) === true) {
+      ctx.addIssue({ code: 'custom', message: `${where}: unknown operation in the list (known: ${[...operationIds].join(', ')})` })
     }
     if (tokens.some(t => t.name === name)) ctx.addIssue({ code: 'custom', message: `${where}: caller ${name} is listed twice` })
     tokens.push(allowed === undefined ? { name, token } : { name, token, operations: allowed })

@@ -74,7 +74,7 @@ export function loadCredentials (wechat: WechatConfig, serial = wechat.merchantS
 async function credentials (app: FastifyInstance, opts: CredentialsOptions): Promise<void> {
   const { wechat } = opts
   let current = loadCredentials(wechat)
-  const keys = new KeyRing(wechat.merchantSerial)
+  const keys = new KeyRing(() => current.merchant.serial)
   if (current.publicKey !== undefined) keys.setPublicKey(current.publicKey.id, current.publicKey.key)
 
   const client = new WechatPayClient({

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
 
@@ -14,7 +15,8 @@ export interface StoredAnswer {
 }
 
 export type Claim =
-  | { kind: 'claimed' }
+  /** `token` proves the claim is still this call's when it completes or releases the key. */
+  | { kind: 'claimed', token: string }
   | { kind: 'replay', answer: StoredAnswer }
   /** The key was used with another request. */
   | { kind: 'conflict' }
@@ -24,13 +26,15 @@ export type Claim =
 export interface IdempotencyStore {
   /** Claims `key` for `fingerprint`, or waits (up to `waitMs`) for the call that holds it, then shares its answer. */
   claim (key: string, fingerprint: string, waitMs: number): Promise<Claim>
-  complete (key: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): Promise<void>
-  release (key: string): Promise<void>
+  /** Both do nothing if the claim is no longer `token`'s (it expired and another call holds the key). */
+  complete (key: string, token: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): Promise<void>
+  release (key: string, token: string): Promise<void>
   close (): Promise<void>
 }
 
 interface Entry {
   fingerprint: string
+  token: string
   answer?: StoredAnswer
   expiresAt: number
   /** Resolves when the call holding the key completes or releases it. */
@@ -55,8 +59,9 @@ export class MemoryStore implements IdempotencyStore {
         let settle!: () => void
         const settled = new Promise<void>(resolve => { settle = resolve })
         // While the call runs, the key is held for at most `waitMs` (a crashed call frees it).
-        this.set(key, { fingerprint, expiresAt: this.now() + waitMs, settled, settle })
-        return { kind: 'claimed' }
+        const token = randomUUID()
+        this.set(key, { fingerprint, token, expiresAt: this.now() + waitMs, settled, settle })
+        return { kind: 'claimed', token }
       }
       if (entry.fingerprint !== fingerprint) return { kind: 'conflict' }
       if (entry.answer !== undefined) return { kind: 'replay', answer: entry.answer }
@@ -68,16 +73,18 @@ export class MemoryStore implements IdempotencyStore {
     }
   }
 
-  async complete (key: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): Promise<void> {
+  async complete (key: string, token: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): Promise<void> {
     const entry = this.entries.get(key)
-    this.set(key, { fingerprint, answer, expiresAt: this.now() + ttlMs, settled: Promise.resolve(), settle: () => {} })
-    entry?.settle()
+    if (entry?.token !== token) return
+    this.set(key, { fingerprint, token, answer, expiresAt: this.now() + ttlMs, settled: Promise.resolve(), settle: () => {} })
+    entry.settle()
   }
 
-  async release (key: string): Promise<void> {
+  async release (key: string, token: string): Promise<void> {
     const entry = this.entries.get(key)
+    if (entry?.token !== token) return
     this.entries.delete(key)
-    entry?.settle()
+    entry.settle()
   }
 
   async close (): Promise<void> {
@@ -102,8 +109,17 @@ export class MemoryStore implements IdempotencyStore {
 
 interface RedisRecord {
   fingerprint: string
+  token: string
   answer?: StoredAnswer
 }
+
+/** Replaces (ARGV[2] set) or deletes KEYS[1] only while it still holds the claim token ARGV[1]. */
+const IF_OWNER = `
+local current = redis.call('GET', KEYS[1])
+if not current or cjson.decode(current).token ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`
 
 /** Redis: `SET NX` claims a key; the other replicas poll until the answer is there. */
 export class RedisStore implements IdempotencyStore {
@@ -113,8 +129,9 @@ export class RedisStore implements IdempotencyStore {
     const id = this.prefix + key
     const deadline = Date.now() + waitMs
     for (;;) {
-      const claimed = await this.redis.set(id, JSON.stringify({ fingerprint } satisfies RedisRecord), 'PX', waitMs, 'NX')
-      if (claimed === 'OK') return { kind: 'claimed' }
+      const token = randomUUID()
+      const claimed = await this.redis.set(id, JSON.stringify({ fingerprint, token } satisfies RedisRecord), 'PX', waitMs, 'NX')
+      if (claimed === 'OK') return { kind: 'claimed', token }
       const raw = await this.redis.get(id)
       if (raw !== null) {
         const record = JSON.parse(raw) as RedisRecord
@@ -126,12 +143,12 @@ export class RedisStore implements IdempotencyStore {
     }
   }
 
-  async complete (key: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): Promise<void> {
-    await this.redis.set(this.prefix + key, JSON.stringify({ fingerprint, answer } satisfies RedisRecord), 'PX', ttlMs)
+  async complete (key: string, token: string, fingerprint: string, answer: StoredAnswer, ttlMs: number): Promise<void> {
+    await this.redis.eval(IF_OWNER, 1, this.prefix + key, token, JSON.stringify({ fingerprint, token, answer } satisfies RedisRecord), ttlMs)
   }
 
-  async release (key: string): Promise<void> {
-    await this.redis.del(this.prefix + key)
+  async release (key: string, token: string): Promise<void> {
+    await this.redis.eval(IF_OWNER, 1, this.prefix + key, token, '', 0)
   }
 
   async close (): Promise<void> {}

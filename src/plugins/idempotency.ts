@@ -13,7 +13,7 @@ declare module 'fastify' {
     }
   }
   interface FastifyRequest {
-    idempotency: { key: string, fingerprint: string } | null
+    idempotency: { key: string, fingerprint: string, token: string } | null
   }
 }
 
@@ -89,7 +89,7 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
         await reply.send(body === '' ? undefined : body)
         return
       }
-      request.idempotency = { key, fingerprint }
+      request.idempotency = { key, fingerprint, token: claim.token }
     },
 
     async record (request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
@@ -103,9 +103,9 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
             const v = reply.getHeader(h)
             return v === undefined ? [] : [[h, String(v)]]
           }))
-          await store.complete(claimed.key, claimed.fingerprint, { status: reply.statusCode, headers, body }, opts.ttlMs)
+          await store.complete(claimed.key, claimed.token, claimed.fingerprint, { status: reply.statusCode, headers, body }, opts.ttlMs)
         } else {
-          await store.release(claimed.key)
+          await store.release(claimed.key, claimed.token)
         }
       } catch (err) {
         // The call is done either way; its answer goes out, the key expires by itself.

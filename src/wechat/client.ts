@@ -74,7 +74,13 @@ function parseErrorBody (body: Buffer): WechatErrorBody | undefined {
   try {
     const parsed: unknown = JSON.parse(body.toString('utf8'))
     if (parsed !== null && typeof parsed === 'object' && typeof (parsed as WechatErrorBody).code === 'string') {
-      return parsed as WechatErrorBody
+      const { code, message, detail } = parsed as Record<string, unknown>
+      // Only WeChat's documented shape goes on to the caller: a `detail` that is not an object is dropped.
+      return {
+        code: code as string,
+        ...(typeof message === 'string' && { message }),
+        ...(detail !== null && typeof detail === 'object' && !Array.isArray(detail) && { detail: detail as Record<string, unknown> })
+      }
     }
   } catch {}
   return undefined
@@ -111,6 +117,14 @@ export class WechatPayClient {
       'user-agent': USER_AGENT,
       ...(options.publicKeyId !== undefined && { 'wechatpay-serial': options.publicKeyId })
     }
+  }
+
+  /**
+   * The longest a call can take, every attempt and failover included: a retry may start until the policy's budget
+   * runs out, and its answer then has one timeout for the headers and one for the body. Enforced by an AbortSignal.
+   */
+  get maxCallMs (): number {
+    return this.retry.budgetMs + 2 * this.options.timeoutMs
   }
 
   /**
@@ -153,6 +167,7 @@ export class WechatPayClient {
     const attempts: Attempts = { count: 1, retried: [] }
     const startedAt = performance.now()
     const retryStart = Date.now()
+    const signal = AbortSignal.timeout(retry.budgetMs + 2 * this.options.timeoutMs)
     let lastError: unknown
     for (const [i, upstream] of this.upstreams.entries()) {
       if (i > 0) trace.failover = true
@@ -165,7 +180,8 @@ export class WechatPayClient {
           ...(payload !== '' && { body: payload }),
           headersTimeout: this.options.timeoutMs,
           bodyTimeout: this.options.timeoutMs,
-          retryOptions: retryOptions(retry, attempts, retryStart)
+          retryOptions: retryOptions(retry, attempts, retryStart),
+          signal
         } as Dispatcher.RequestOptions)
         const body = await readBody(response.body)
         const requestId = headerValue(response.headers, 'request-id')
@@ -174,15 +190,15 @@ export class WechatPayClient {
         return { status: response.statusCode, headers: response.headers, body, ...(requestId !== undefined && { requestId }) }
       } catch (err) {
         lastError = err
-        // Only a connection that never opened may go to the backup host: anything later may have reached WeChat Pay.
-        if (!CONNECT_ERRORS.has((err as { code?: string }).code ?? '')) break
+        // Only a call whose connections never opened may go to the backup host: anything later may have reached WeChat Pay.
+        if (attempts.answered === true || !CONNECT_ERRORS.has((err as { code?: string }).code ?? '')) break
       } finally {
         trace.ms = Math.round((performance.now() - startedAt) * 10) / 10
         trace.attempts = attempts.count
         if (attempts.retried.length > 0) trace.retried = attempts.retried
       }
     }
-    throw this.transportError(lastError)
+    throw this.transportError(lastError, attempts.answered === true)
   }
 
   /** Verifies an answer with the merchant's keys, or with `keys` (a certificate download checks itself). */
@@ -201,14 +217,15 @@ export class WechatPayClient {
     return this.options.now?.() ?? Date.now()
   }
 
-  private transportError (err: unknown): GatewayError {
+  private transportError (err: unknown, answered: boolean): GatewayError {
     if (err instanceof GatewayError) return err
     const { code = '', statusCode } = err as { code?: string, statusCode?: number }
     if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return upstreamError.timeout(this.options.timeoutMs)
+    if ((err as Error).name === 'TimeoutError' || code === 'UND_ERR_ABORTED') return upstreamError.timeout(this.maxCallMs)
     if (code === 'UND_ERR_REQ_RETRY' && statusCode === 202) {
       return upstreamError.badResponse('WeChat Pay kept answering 202 (accepted, not yet processed); send the same request again later')
     }
-    return upstreamError.unavailable(code !== '' ? code : (err as Error).message, CONNECT_ERRORS.has(code) ? 'not_executed' : 'unknown')
+    return upstreamError.unavailable(code !== '' ? code : (err as Error).message, CONNECT_ERRORS.has(code) && !answered ? 'not_executed' : 'unknown')
   }
 }
 
@@ -233,9 +250,8 @@ function withRequestId (err: GatewayError, requestId: string | undefined): Gatew
  * - 5xx: 502 with WeChat's code: WeChat Pay failed.
  */
 export function mapErrorAnswer (status: number, error: WechatErrorBody | undefined, trace: CallTrace): GatewayError {
-  if (error === undefined || status < 400) {
-    return upstreamError.badResponse(`HTTP ${status} without a WeChat Pay error body`, status >= 500 || status === 429 ? 'not_executed' : 'unknown')
-  }
+  // Without WeChat's body the answer may come from a proxy that had already forwarded the request: unknown.
+  if (error === undefined || status < 400) return upstreamError.badResponse(`HTTP ${status} without a WeChat Pay error body`)
   const code = error.code ?? 'UNKNOWN'
   const message = error.message ?? `HTTP ${status} from WeChat Pay`
   if (status === 401) {

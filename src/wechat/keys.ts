@@ -91,7 +91,8 @@ export class KeyRing implements VerificationKeys {
   private certificates = new Map<string, CertificateEntry>()
   refresh?: (serial: string) => Promise<boolean>
 
-  constructor (private readonly merchantSerial: string, private readonly now: () => number = Date.now) {}
+  /** `merchantSerial` is read at each check, so that it follows a rotated merchant certificate. */
+  constructor (private readonly merchantSerial: string | (() => string), private readonly now: () => number = Date.now) {}
 
   setPublicKey (id: string, key: KeyObject): void {
     this.publicKeys = new Map([[id, key]])
@@ -99,8 +100,9 @@ export class KeyRing implements VerificationKeys {
 
   /** Replaces the platform certificates at once (a download returns the whole current set). */
   setCertificates (entries: Map<string, CertificateEntry>): void {
+    const merchant = (typeof this.merchantSerial === 'function' ? this.merchantSerial() : this.merchantSerial).toUpperCase()
     for (const serial of entries.keys()) {
-      if (serial.toUpperCase() === this.merchantSerial.toUpperCase()) {
+      if (serial.toUpperCase() === merchant) {
         throw new KeyError([`the merchant serial ${serial} cannot be a verification key`])
       }
     }

@@ -9,12 +9,13 @@ import { errors, interceptors, Pool, type Dispatcher } from 'undici'
 /** Answers that mean "not done, send the same request again": 202 accepted-not-processed, 429, 5xx. */
 export const RETRY_STATUSES = new Set([202, 429, 500, 502, 503, 504])
 
-/** The connection could not be made: the request certainly never reached WeChat Pay (also the failover trigger). */
+/**
+ * The connection could not be made: the request certainly never reached WeChat Pay. The only transport failures
+ * that are retried or sent to the backup host. A reset or a closed socket after connecting is not: the request
+ * may have been read and carried out (PROTOCOL.md D.1, D.4), and undici cannot tell whether it was.
+ */
 export const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
   'ENETDOWN', 'EHOSTDOWN', 'UND_ERR_CONNECT_TIMEOUT'])
-
-/** Connection failures that are retried: the connect-phase ones, and a connection reset before any answer. */
-export const RETRY_ERRORS = new Set([...CONNECT_ERRORS, 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'])
 
 export interface RetryPolicy {
   /** Retries after the first attempt. */
@@ -32,6 +33,8 @@ export interface Attempts {
   count: number
   /** Why each retry happened: an HTTP status or an error code. */
   retried: string[]
+  /** Some attempt got an HTTP answer: WeChat Pay saw the request, so a later failure is not "not executed". */
+  answered?: boolean
 }
 
 type RetryOptions = NonNullable<Dispatcher.DispatchOptions & { retryOptions?: object }>['retryOptions']
@@ -42,11 +45,12 @@ export function retryOptions (policy: RetryPolicy, attempts: Attempts, startedAt
   return {
     methods: ['GET', 'POST'],
     statusCodes: [...RETRY_STATUSES],
-    errorCodes: [...RETRY_ERRORS],
+    errorCodes: [...CONNECT_ERRORS],
     throwOnError: false,
     retry (err: Error & { statusCode?: number, code?: string, headers?: Record<string, string | string[] | undefined> }, _context: unknown, callback: (err: Error | null) => void) {
       const reason = err.statusCode !== undefined && err.code === 'UND_ERR_REQ_RETRY' ? String(err.statusCode) : err.code ?? 'unknown'
-      const retryable = err.code === 'UND_ERR_REQ_RETRY' ? RETRY_STATUSES.has(err.statusCode ?? 0) : RETRY_ERRORS.has(reason)
+      if (err.code === 'UND_ERR_REQ_RETRY') attempts.answered = true
+      const retryable = err.code === 'UND_ERR_REQ_RETRY' ? RETRY_STATUSES.has(err.statusCode ?? 0) : CONNECT_ERRORS.has(reason)
       if (!retryable || attempts.count > policy.maxRetries) return callback(err)
       const retryAfter = Number(err.headers?.['retry-after']) * 1000
       const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempts.count - 1))
