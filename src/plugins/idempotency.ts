@@ -54,8 +54,7 @@ export function replayable (status: number, body: string): boolean {
   }
 }
 
-const unavailable = (err: unknown): GatewayError =>
-  new GatewayError(503, 'IDEMPOTENCY_STORE_UNAVAILABLE', `The idempotency store cannot be reached (${(err as Error).message}); nothing was sent`)
+const unavailable = (): GatewayError => new GatewayError(503, 'IDEMPOTENCY_STORE_UNAVAILABLE', 'The idempotency store cannot be reached; nothing was sent')
 
 async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Promise<void> {
   const store = opts.store ?? (app.redis !== null ? new RedisStore(app.redis) : new MemoryStore())
@@ -74,7 +73,9 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
       try {
         claim = await store.claim(key, fingerprint, opts.waitMs)
       } catch (err) {
-        throw unavailable(err)
+        // The driver's words go to the log only: they could name the store's address.
+        request.log.error({ err: { message: (err as Error).message } }, 'idempotency store unavailable')
+        throw unavailable()
       }
       if (claim.kind === 'conflict') {
         throw new GatewayError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with another request (path or body); use a new key')

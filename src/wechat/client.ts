@@ -109,7 +109,7 @@ export class WechatPayClient {
     const pool = { connections: 128, connectTimeoutMs: Math.min(options.timeoutMs, 5000) }
     const origins = [options.baseUrl, ...(options.backupBaseUrl !== undefined ? [options.backupBaseUrl] : [])]
     this.upstreams = origins.map(origin => ({ origin, dispatcher: options.dispatcher ?? createUpstream(origin, pool) }))
-    this.retry = options.retry ?? { ...DEFAULT_RETRY_POLICY, budgetMs: Math.max(DEFAULT_RETRY_POLICY.budgetMs, options.timeoutMs) }
+    this.retry = this.bounded(options.retry ?? DEFAULT_RETRY_POLICY)
     // Computed once: every call sends the same fixed headers.
     this.headers = {
       accept: 'application/json',
@@ -124,7 +124,16 @@ export class WechatPayClient {
    * runs out, and its answer then has one timeout for the headers and one for the body. Enforced by an AbortSignal.
    */
   get maxCallMs (): number {
-    return this.retry.budgetMs + 2 * this.options.timeoutMs
+    return this.deadlineMs(this.retry)
+  }
+
+  private deadlineMs (policy: RetryPolicy): number {
+    return policy.budgetMs + 2 * this.options.timeoutMs
+  }
+
+  /** A retry budget is never shorter than one attempt's timeout. */
+  private bounded (policy: RetryPolicy): RetryPolicy {
+    return { ...policy, budgetMs: Math.max(policy.budgetMs, this.options.timeoutMs) }
   }
 
   /**
@@ -160,14 +169,13 @@ export class WechatPayClient {
    * connected to at all. Transport failures become GatewayErrors; any HTTP answer is returned as it is.
    */
   async send (method: string, target: string, payload: string, trace: CallTrace = {}, policy?: RetryPolicy): Promise<RawAnswer> {
-    // The time budget is never shorter than one attempt's timeout.
-    const retry = policy === undefined ? this.retry : { ...policy, budgetMs: Math.max(policy.budgetMs, this.options.timeoutMs) }
+    const retry = policy === undefined ? this.retry : this.bounded(policy)
     const signed = await signRequest(this.options.merchant(), method, target, payload, this.now())
     trace.signMessageLength = Buffer.byteLength(signed.message)
     const attempts: Attempts = { count: 1, retried: [] }
     const startedAt = performance.now()
     const retryStart = Date.now()
-    const signal = AbortSignal.timeout(retry.budgetMs + 2 * this.options.timeoutMs)
+    const signal = AbortSignal.timeout(this.deadlineMs(retry))
     let lastError: unknown
     for (const [i, upstream] of this.upstreams.entries()) {
       if (i > 0) trace.failover = true
