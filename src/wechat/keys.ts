@@ -27,7 +27,7 @@ export function loadPrivateKey (path: string, setting: string, problems: string[
   try {
     key = createPrivateKey(pem)
   } catch {
-    problems.push(`${setting}: ${path} is not a PEM private key (PKCS#1 "BEGIN RSA PRIVATE KEY" or PKCS#8 "BEGIN PRIVATE KEY")`)
+    problems.push(`${setting}: ${path} is not a PEM private key (PKCS#1 or PKCS#8, like the apiclient_key.pem of the merchant platform)`)
     return undefined
   }
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0
@@ -47,7 +47,7 @@ export function loadPublicKey (path: string, setting: string, problems: string[]
     if (key.asymmetricKeyType === 'rsa') return key
     problems.push(`${setting}: ${path} must hold an RSA public key`)
   } catch {
-    problems.push(`${setting}: ${path} is not a PEM public key ("BEGIN PUBLIC KEY")`)
+    problems.push(`${setting}: ${path} is not a PEM public key (SPKI, like the WeChat Pay public key file)`)
   }
   return undefined
 }
