@@ -69,12 +69,14 @@ t.test('one audit line per operation, with everything an SRE needs and no secret
 t.test('event-loop pressure sheds load with 503', async t => {
   const { app } = await testGateway(t, { config: { maxEventLoopDelayMs: 5 } })
   await app.ready()
-  let status = 0
-  for (let i = 0; i < 30 && status !== 503; i++) {
+  let res = await app.inject({ method: 'GET', url: '/healthz' })
+  for (let i = 0; i < 30 && res.statusCode !== 503; i++) {
     const end = Date.now() + 400
     while (Date.now() < end) { /* block the event loop */ }
     await sleep(100)
-    status = (await app.inject({ method: 'GET', url: '/healthz' })).statusCode
+    res = await app.inject({ method: 'GET', url: '/healthz' })
   }
-  t.equal(status, 503)
+  t.equal(res.statusCode, 503)
+  t.match(res.json(), { code: 'OVERLOADED' })
+  t.equal(res.headers['retry-after'], '1')
 })

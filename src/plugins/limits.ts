@@ -16,10 +16,8 @@ async function limits (app: FastifyInstance, opts: LimitsOptions): Promise<void>
   if (opts.maxEventLoopDelayMs > 0) {
     await app.register(underPressure, {
       maxEventLoopDelay: opts.maxEventLoopDelayMs,
-      retryAfter: 1,
-      pressureHandler: (_request, reply, type) => {
-        void reply.header('retry-after', '1')
-        throw new GatewayError(503, 'OVERLOADED', `The gateway is overloaded (${type}); retry shortly`)
+      pressureHandler: (_request, _reply, type) => {
+        throw new GatewayError(503, 'OVERLOADED', `The gateway is overloaded (${type}); retry shortly`, undefined, { 'retry-after': '1' })
       }
     })
   }

@@ -71,19 +71,15 @@ export interface RawAnswer {
 }
 
 function parseErrorBody (body: Buffer): WechatErrorBody | undefined {
-  try {
-    const parsed: unknown = JSON.parse(body.toString('utf8'))
-    if (parsed !== null && typeof parsed === 'object' && typeof (parsed as WechatErrorBody).code === 'string') {
-      const { code, message, detail } = parsed as Record<string, unknown>
-      // Only WeChat's documented shape goes on to the caller: a `detail` that is not an object is dropped.
-      return {
-        code: code as string,
-        ...(typeof message === 'string' && { message }),
-        ...(detail !== null && typeof detail === 'object' && !Array.isArray(detail) && { detail: detail as Record<string, unknown> })
-      }
-    }
-  } catch {}
-  return undefined
+  const parsed = parseJson(body)
+  if (parsed === null || typeof parsed !== 'object' || typeof (parsed as WechatErrorBody).code !== 'string') return undefined
+  const { code, message, detail } = parsed as Record<string, unknown>
+  // Only WeChat's documented shape goes on to the caller: a `detail` that is not an object is dropped.
+  return {
+    code: code as string,
+    ...(typeof message === 'string' && { message }),
+    ...(detail !== null && typeof detail === 'object' && !Array.isArray(detail) && { detail: detail as Record<string, unknown> })
+  }
 }
 
 async function readBody (body: Dispatcher.ResponseData['body']): Promise<Buffer> {

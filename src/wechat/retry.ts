@@ -48,9 +48,11 @@ export function retryOptions (policy: RetryPolicy, attempts: Attempts, startedAt
     errorCodes: [...CONNECT_ERRORS],
     throwOnError: false,
     retry (err: Error & { statusCode?: number, code?: string, headers?: Record<string, string | string[] | undefined> }, _context: unknown, callback: (err: Error | null) => void) {
-      const reason = err.statusCode !== undefined && err.code === 'UND_ERR_REQ_RETRY' ? String(err.statusCode) : err.code ?? 'unknown'
-      if (err.code === 'UND_ERR_REQ_RETRY') attempts.answered = true
-      const retryable = err.code === 'UND_ERR_REQ_RETRY' ? RETRY_STATUSES.has(err.statusCode ?? 0) : CONNECT_ERRORS.has(reason)
+      // undici's retry handler reports a retryable HTTP answer as UND_ERR_REQ_RETRY with its status.
+      const answer = err.code === 'UND_ERR_REQ_RETRY'
+      const reason = answer && err.statusCode !== undefined ? String(err.statusCode) : err.code ?? 'unknown'
+      if (answer) attempts.answered = true
+      const retryable = answer ? RETRY_STATUSES.has(err.statusCode ?? 0) : CONNECT_ERRORS.has(reason)
       if (!retryable || attempts.count > policy.maxRetries) return callback(err)
       const retryAfter = Number(err.headers?.['retry-after']) * 1000
       const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempts.count - 1))
