@@ -153,3 +153,44 @@ export async function testRedis (t: Test): Promise<{ url: string, stop: () => Pr
   t.teardown(stop)
   return { url: `redis://127.0.0.1:${port}`, stop }
 }
+
+/**
+ * A proxy between the gateway and the sandbox that misbehaves on demand, as a hostile network or a broken proxy
+ * would. `forwarded` counts the calls it passed on (each one carried out by the sandbox).
+ */
+export type ProxyMode = 'forward' | 'html504' | 'unsigned500' | 'replay' | 'odd-codes'
+export async function hostileProxy (t: Test, target: string) {
+  const { createServer } = await import('node:http')
+  const { request: send } = await import('undici')
+  const state = { mode: 'forward' as ProxyMode, forwarded: 0, captured: undefined as undefined | { status: number, headers: Record<string, string>, body: string }, n: 0 }
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      void (async () => {
+        if (state.mode === 'replay' && state.captured !== undefined) {
+          res.writeHead(state.captured.status, state.captured.headers).end(state.captured.body)
+          return
+        }
+        const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !['host', 'connection', 'content-length'].includes(k))) as Record<string, string>
+        const answer = await send(target + (req.url ?? '/'), { method: req.method as 'POST', headers, body: Buffer.concat(chunks) })
+        const body = await answer.body.text()
+        state.forwarded++
+        const signed = Object.fromEntries(Object.entries(answer.headers).filter(([k]) => k.startsWith('wechatpay-') || k === 'request-id')) as Record<string, string>
+        if (answer.statusCode === 204) state.captured = { status: 204, headers: signed, body }
+        if (state.mode === 'html504') {
+          res.writeHead(504, { 'content-type': 'text/html' }).end('<html><head><title>504 Gateway Time-out</title></head><body>nginx</body></html>')
+        } else if (state.mode === 'unsigned500') {
+          res.writeHead(500, { 'content-type': 'application/json' }).end('{"code":"SYSTEM_ERROR","message":"系统繁忙，请稍后重试"}')
+        } else if (state.mode === 'odd-codes') {
+          res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: `ODD_CODE_${state.n++}`, message: 'x' }))
+        } else {
+          res.writeHead(answer.statusCode, { ...signed, ...(body !== '' && { 'content-type': 'application/json' }) }).end(body)
+        }
+      })()
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => { server.closeAllConnections(); server.close(() => resolve()) }))
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, state }
+}

@@ -319,11 +319,14 @@ function mutate (body: Json, m: Mutation): Mutated {
   const out = structuredClone(body)
   let pointer: string[] | undefined
   if (m.kind === 'set' || m.kind === 'delete') {
+    // Setting a field of an absent optional object creates the object, whose required fields are then missing:
+    // the error may name any of them, so the pointer is the created object.
+    const created = m.path.slice(0, -1).findIndex((_, i) => objectAt(out, m.path.slice(0, i + 1), false) === undefined)
     const parent = objectAt(out, m.path.slice(0, -1), m.kind === 'set')
     const last = m.path.at(-1) as string
     if (m.kind === 'set' && parent !== undefined) define(parent, last, m.value)
     if (m.kind === 'delete' && parent !== undefined) delete parent[last]
-    pointer = m.path
+    pointer = m.kind === 'set' && created >= 0 ? m.path.slice(0, created + 1) : m.path
   } else if (m.kind === 'extra') {
     define(objectAt(out, m.parent, true) as Json, m.key, m.value)
     pointer = [...m.parent, m.key]
@@ -700,7 +703,7 @@ t.test('transport: over 16 KiB is 413, a non-JSON content type 415, random bytes
         ...(withBody && { payload: JSON.stringify(body) })
       })
       checkSane(s, a)
-      check(a.status === 404 && errorCode(a) === 'NOT_FOUND', `${method} was not 404`, a)
+      check(a.status === 404 && errorCode(a) === 'ROUTE_NOT_FOUND', `${method} was not 404`, a)
     }), runs(30))
     t.pass()
   })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { retryOptions } from '../src/wechat/retry.js'
+import { OPERATION_RETRY_POLICY, READ_RETRY_POLICY, retryDelayMs, retryReason } from '../src/wechat/retry.js'
 import { auth, freePort, testGateway, testSandbox } from './helpers.js'
 
 const json = { 'content-type': 'application/json' }
@@ -45,15 +45,16 @@ t.test('retries are bounded: a failure that persists is reported after 3 attempt
   t.equal(sandbox.app.sandbox.requests.length, 3)
   sandbox.app.sandbox.requests.length = 0
   const accepted = await app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/SANDBOX_ACCEPTED/pay', headers: { ...json, ...auth() }, payload: collect })
-  t.equal(accepted.statusCode, 502)
-  t.match(accepted.json(), { code: 'UPSTREAM_BAD_RESPONSE', message: /kept answering 202/, detail: { outcome: 'unknown' } })
+  t.equal(accepted.statusCode, 503)
+  t.match(accepted.json(), { code: 'UPSTREAM_RETRY_LATER', message: /202/, detail: { outcome: 'not_executed', upstream_status: 202 } })
+  t.equal(accepted.headers['retry-after'], '1')
   t.equal(sandbox.app.sandbox.requests.length, 3)
 })
 
 t.test('never retried: a read timeout, a failed verification, a refusal', async t => {
   const sandbox = await testSandbox(t, { slowMs: 1000 })
   const { app } = await testGateway(t, { sandbox, wechat: { timeoutMs: 200 } })
-  for (const [fault, status] of [['SLOW', 504], ['BAD_SIGNATURE', 502], ['SIGNTEST', 502], ['ORDER_DONE', 400], ['NO_AUTH', 403], ['SIGN_ERROR', 502]] as const) {
+  for (const [fault, status] of [['SLOW', 504], ['BAD_SIGNATURE', 502], ['SIGNTEST', 502], ['ORDER_DONE', 400], ['NO_AUTH', 403], ['SIGN_ERROR', 502], ['UNSIGNED_ERROR', 502]] as const) {
     sandbox.app.sandbox.requests.length = 0
     const res = await app.inject({ method: 'POST', url: `/payscore/partner/serviceorder/SANDBOX_${fault}/pay`, headers: { ...json, ...auth() }, payload: collect })
     t.equal(res.statusCode, status, fault)
@@ -67,7 +68,7 @@ t.test('the backup host is used only when the primary cannot be connected to', a
   const { app, logs } = await testGateway(t, { sandbox, wechat: { baseUrl: dead, backupBaseUrl: sandbox.url } })
   const res = await app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/1/pay', headers: { ...json, ...auth() }, payload: collect })
   t.equal(res.statusCode, 204)
-  t.match(logs.find('operation')[0], { upstream: { failover: true, upstreamStatus: 204, retried: ['ECONNREFUSED', 'ECONNREFUSED'] } })
+  t.match(logs.find('operation')[0], { upstream: { failover: true, upstreamStatus: 204, retried: ['ECONNREFUSED'] } })
 
   // The primary answered (even badly): no failover, whatever happens next.
   const { app: primary, sandbox: s2 } = await testGateway(t, { sandbox, wechat: { backupBaseUrl: dead } })
@@ -77,29 +78,26 @@ t.test('the backup host is used only when the primary cannot be connected to', a
   t.ok(s2.app.sandbox.requests.length >= 3)
 })
 
-t.test('retry policy: full jitter, Retry-After, count and time budget', async t => {
-  const policy = { maxRetries: 2, baseDelayMs: 100, maxDelayMs: 1000, budgetMs: 10_000 }
-  const decide = (err: object, attempts = { count: 1, retried: [] as string[] }, startedAt = Date.now(), random = () => 0.5) =>
-    new Promise<{ retried: boolean, attempts: typeof attempts }>(resolve => {
-      const options = retryOptions(policy, attempts, startedAt, random) as { retry: (e: object, c: unknown, cb: (e: Error | null) => void) => void }
-      options.retry(err, {}, e => resolve({ retried: e === null, attempts }))
-    })
-  const status = (code: number, headers = {}) => Object.assign(new Error('x'), { code: 'UND_ERR_REQ_RETRY', statusCode: code, headers })
-  t.equal((await decide(status(500))).retried, true)
-  t.equal((await decide(status(400))).retried, false, '4xx is final')
-  t.equal((await decide(Object.assign(new Error('x'), { code: 'UND_ERR_HEADERS_TIMEOUT' }))).retried, false, 'a read timeout is final')
-  t.equal((await decide(Object.assign(new Error('x'), { code: 'ECONNREFUSED' }))).retried, true)
-  t.equal((await decide(Object.assign(new Error('x'), { code: 'ECONNRESET' }))).retried, false, 'a reset may come after the request was read')
-  t.equal((await decide(Object.assign(new Error('x'), { code: 'UND_ERR_SOCKET' }))).retried, false)
-  t.match((await decide(status(503))).attempts, { answered: true }, 'an HTTP answer marks the call as seen by WeChat Pay')
-  t.equal((await decide(status(500), { count: 3, retried: ['500', '500'] })).retried, false, 'at most 2 retries')
-  t.equal((await decide(status(500), undefined, Date.now() - 9_990)).retried, false, 'not past the time budget')
-  const started = Date.now()
-  t.equal((await decide(status(429, { 'retry-after': '0.2' }))).retried, true)
-  t.ok(Date.now() - started >= 190, 'Retry-After is honoured')
+t.test('retry policy: what is sent again, full jitter, Retry-After', async t => {
+  const op = OPERATION_RETRY_POLICY
+  t.equal(retryReason(op, { kind: 'not_sent', reason: 'ECONNREFUSED' }), 'ECONNREFUSED', 'never connected: certainly not carried out')
+  t.equal(retryReason(op, { kind: 'answered', status: 500 }), '500', 'WeChat Pay\'s verified "not done"')
+  t.equal(retryReason(op, { kind: 'answered', status: 202 }), '202')
+  t.equal(retryReason(op, { kind: 'answered', status: 429 }), '429')
+  t.equal(retryReason(op, { kind: 'answered', status: 400 }), undefined, 'a refusal is final')
+  t.equal(retryReason(op, { kind: 'answered', status: 204 }), undefined)
+  t.equal(retryReason(op, { kind: 'lost', reason: 'ECONNRESET' }), undefined, 'a reset may come after the request was read')
+  t.equal(retryReason(op, { kind: 'lost', reason: 'TIMEOUT' }), undefined)
+  t.equal(retryReason(op, { kind: 'lost', reason: 'UNSIGNED_502' }), undefined, 'an unverified answer may come from a proxy that forwarded the call')
+  t.equal(retryReason(READ_RETRY_POLICY, { kind: 'lost', reason: 'TIMEOUT' }), 'TIMEOUT', 'a read is retried after anything transient')
+  t.equal(retryDelayMs(op, 1, undefined, () => 0.5), 50, 'full jitter over the base delay')
+  t.equal(retryDelayMs(op, 3, undefined, () => 1), 400, 'doubling')
+  t.equal(retryDelayMs(op, 10, undefined, () => 1), 1000, 'capped')
+  t.equal(retryDelayMs(op, 1, '0.2'), 200, 'Retry-After is honoured')
+  t.equal(retryDelayMs(op, 1, '30'), 1000, 'up to the cap')
 })
 
-t.test('a misbehaving upstream: cut-off body, odd detail, proxy HTML — each sent once, none claimed as not executed', async t => {
+t.test('a misbehaving upstream: cut-off body, unsigned odd detail, proxy HTML — each sent once, none claimed as not executed', async t => {
   const { createServer } = await import('node:http')
   const seen: string[] = []
   const upstream = createServer((req, res) => {
@@ -129,15 +127,15 @@ t.test('a misbehaving upstream: cut-off body, odd detail, proxy HTML — each se
   t.same(seen, [''], 'sent once, never re-sent with a Range header')
 
   const odd = await call('nulldetail')
-  t.equal(odd.statusCode, 400)
-  t.same(odd.json(), { code: 'ORDER_DONE', message: '订单已完成' }, 'a detail that is not an object is dropped')
+  t.equal(odd.statusCode, 502, 'unsigned: not taken for WeChat Pay\'s refusal')
+  t.same(odd.json().detail, { outcome: 'unknown', upstream_status: 400, unverified: { code: 'ORDER_DONE', message: '订单已完成' } }, 'a detail that is not an object is dropped')
 
   seen.length = 0
   const proxy = await call('html')
   t.equal(proxy.statusCode, 502)
-  t.match(proxy.json(), { code: 'UPSTREAM_BAD_RESPONSE', detail: { outcome: 'unknown' } }, 'a body-less 502 may come after forwarding')
-  t.equal(seen.length, 3, '502 is retried as WeChat Pay asks')
+  t.match(proxy.json(), { code: 'UPSTREAM_UNVERIFIED_ERROR', detail: { outcome: 'unknown', upstream_status: 502 } }, 'a body-less 502 may come after forwarding')
+  t.equal(seen.length, 1, 'an unsigned 502 is not WeChat Pay\'s "send it again"')
   const again = await call('html')
   t.equal(again.headers['idempotent-replayed'], 'true', 'an unknown outcome is kept: the same key does not call again')
-  t.equal(seen.length, 3)
+  t.equal(seen.length, 1)
 })

@@ -80,7 +80,7 @@ t.test('without WECHATPAY_APPID the caller must send the appid', async t => {
   t.match(res.json().message, /body\/appid: required: send it, or configure WECHATPAY_APPID/)
 })
 
-t.test('WeChat Pay\'s errors: 4xx pass through, SIGN_ERROR and 5xx become 502', async t => {
+t.test('WeChat Pay\'s errors: 4xx pass through, 5xx become 502, an unsigned SIGN_ERROR is unverified', async t => {
   const { app } = await testGateway(t)
   const cases: Array<[string, number, string, number?]> = [
     ['PARAM_ERROR', 400, 'PARAM_ERROR'],
@@ -89,7 +89,7 @@ t.test('WeChat Pay\'s errors: 4xx pass through, SIGN_ERROR and 5xx become 502', 
     ['NO_AUTH', 403, 'NO_AUTH'],
     ['ORDER_NOT_EXIST', 404, 'ORDER_NOT_EXIST'],
     ['FREQUENCY_LIMITED', 429, 'FREQUENCY_LIMITED'],
-    ['SIGN_ERROR', 502, 'SIGN_ERROR', 401],
+    ['SIGN_ERROR', 502, 'UPSTREAM_UNVERIFIED_ERROR', 401],
     ['SYSTEM_ERROR', 502, 'SYSTEM_ERROR', 500],
     ['SERVICE_UNAVAILABLE', 502, 'SERVICE_UNAVAILABLE', 503]
   ]
@@ -110,10 +110,12 @@ t.test('a real SIGN_ERROR shows WeChat\'s view of the signed message next to our
   const res = await app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/123/pay', headers: { ...json, ...auth() }, payload: collect })
   t.equal(res.statusCode, 502)
   const body = res.json()
-  t.equal(body.code, 'SIGN_ERROR')
-  t.equal(body.detail.sign_information.sign_message_length, body.detail.gateway_sign_message_length, 'same length: the keys differ, not the message')
-  t.match(body.detail.sign_information.truncated_sign_message, /^POST\n\/v3\/payscore\/partner\/serviceorder\/123\/pay\n\d+\n[0-9A-F]{32}\n/)
-  t.match(logs.find('operation')[0], { upstream: { upstreamStatus: 401, wechatCode: 'SIGN_ERROR', signMessageLength: body.detail.gateway_sign_message_length } })
+  // WeChat Pay does not sign it: the gateway cannot rule out that a proxy forged it after forwarding the call.
+  t.match(body, { code: 'UPSTREAM_UNVERIFIED_ERROR', detail: { outcome: 'unknown', upstream_status: 401, unverified: { code: 'SIGN_ERROR' } } })
+  const wechat = body.detail.unverified.detail
+  t.equal(wechat.sign_information.sign_message_length, body.detail.gateway_sign_message_length, 'same length: the keys differ, not the message')
+  t.match(wechat.sign_information.truncated_sign_message, /^POST\n\/v3\/payscore\/partner\/serviceorder\/123\/pay\n\d+\n[0-9A-F]{32}\n/)
+  t.match(logs.find('operation')[0], { upstream: { upstreamStatus: 401, signMessageLength: body.detail.gateway_sign_message_length } })
 })
 
 t.test('an answer that fails verification is never a success', async t => {
@@ -209,7 +211,7 @@ t.test('transport-level refusals: 413, 415, bad JSON, unknown route, unsafe requ
   t.equal(empty.json().code, 'VALIDATION_ERROR')
   const missing = await app.inject({ method: 'GET', url: '/nope?x=1' })
   t.equal(missing.statusCode, 404)
-  t.same(missing.json(), { code: 'NOT_FOUND', message: 'No route GET /nope' })
+  t.same(missing.json(), { code: 'ROUTE_NOT_FOUND', message: 'No route GET /nope', detail: { outcome: 'not_executed' } })
   const unsafe = await app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'bad id\n{"level":"fatal"}' } })
   t.match(unsafe.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'an unsafe request id is replaced')
   t.equal(sandbox.app.sandbox.requests.length, 0)

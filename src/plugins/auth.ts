@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { GatewayError } from '../errors.js'
+import { gatewayError } from '../errors.js'
 import type { CallerToken } from './config.js'
 
 declare module 'fastify' {
@@ -38,8 +38,8 @@ export function createAuthenticator (tokens: CallerToken[]): (header: string | u
   }
 }
 
-const unauthorized = (why: string): GatewayError =>
-  new GatewayError(401, 'UNAUTHORIZED', why, undefined, { 'www-authenticate': 'Bearer realm="wechatpay-gateway"' })
+const unauthorized = (why: string) =>
+  gatewayError('UNAUTHORIZED', why, {}, { 'www-authenticate': 'Bearer realm="wechatpay-gateway"' })
 
 async function auth (app: FastifyInstance, opts: AuthOptions): Promise<void> {
   const identify = createAuthenticator(opts.tokens)
@@ -56,7 +56,7 @@ async function auth (app: FastifyInstance, opts: AuthOptions): Promise<void> {
     request.caller = caller.name
     const operation = request.routeOptions.config.operation
     if (caller.operations !== undefined && operation !== undefined && !caller.operations.includes(operation)) {
-      throw new GatewayError(403, 'FORBIDDEN', `Caller ${caller.name} may not use ${operation}`)
+      throw gatewayError('FORBIDDEN', `Caller ${caller.name} may not use ${operation}`)
     }
   })
 }

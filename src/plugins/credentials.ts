@@ -5,6 +5,7 @@ import fp from 'fastify-plugin'
 import type { Dispatcher } from 'undici'
 import { CertificateManager, NoPlatformCertificates } from '../wechat/certificates.js'
 import { WechatPayClient } from '../wechat/client.js'
+import { MemoryNonces, RedisNonces } from '../wechat/nonces.js'
 import { checkMerchantCertificate, KeyError, KeyRing, loadPrivateKey, loadPublicKey, sameKey } from '../wechat/keys.js'
 import type { RetryPolicy } from '../wechat/retry.js'
 import type { MerchantIdentity } from '../wechat/signer.js'
@@ -77,7 +78,13 @@ async function credentials (app: FastifyInstance, opts: CredentialsOptions): Pro
   const keys = new KeyRing(() => current.merchant.serial)
   if (current.publicKey !== undefined) keys.setPublicKey(current.publicKey.id, current.publicKey.key)
 
+  // Nonces of accepted answers are shared by the replicas when Redis is configured (a replay may reach any of them).
+  const memory = new MemoryNonces()
+  const nonces = app.redis === null ? memory : new RedisNonces(app.redis, memory, err => {
+    app.log.warn({ err: { message: err.message } }, 'Redis cannot be reached to check an answer\'s nonce; this replica\'s memory is used')
+  })
   const client = new WechatPayClient({
+    nonces,
     baseUrl: wechat.baseUrl,
     backupBaseUrl: wechat.backupBaseUrl,
     timeoutMs: wechat.timeoutMs,
@@ -158,4 +165,4 @@ async function credentials (app: FastifyInstance, opts: CredentialsOptions): Pro
   }
 }
 
-export default fp(credentials, { name: 'credentials', fastify: '5.x' })
+export default fp(credentials, { name: 'credentials', fastify: '5.x', dependencies: ['redis'] })

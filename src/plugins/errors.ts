@@ -2,7 +2,7 @@ import { hasZodFastifySchemaValidationErrors } from '@fastify/type-provider-zod'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { z } from 'zod'
-import { GatewayError, validationError, type FieldIssue } from '../errors.js'
+import { GatewayError, gatewayError, validationError, type FieldIssue, type GatewayCode } from '../errors.js'
 
 /** The error body of every non-2xx answer, the gateway's and WeChat Pay's alike. */
 export const ErrorBody = z.object({
@@ -15,14 +15,14 @@ export const ErrorBody = z.object({
 }).meta({ id: 'Error' })
 
 /** Fastify's own 4xx errors, given stable codes that do not expose framework internals. */
-const FASTIFY_CODES: Record<string, [number, string]> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'BAD_REQUEST'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'INVALID_JSON'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'INVALID_JSON']
+const FASTIFY_CODES: Record<string, GatewayCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'INVALID_JSON',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON'
 }
-const STATUS_CODES: Record<number, string> = { 400: 'BAD_REQUEST', 404: 'NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 429: 'RATE_LIMITED', 503: 'SERVICE_UNAVAILABLE' }
+const STATUS_CODES: Record<number, GatewayCode> = { 404: 'ROUTE_NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 408: 'REQUEST_TIMEOUT', 429: 'RATE_LIMITED', 431: 'HEADERS_TOO_LARGE' }
 
 function fieldIssues (err: FastifyError): FieldIssue[] {
   const location = (err.validationContext ?? 'body') as FieldIssue['location']
@@ -37,28 +37,32 @@ function fieldIssues (err: FastifyError): FieldIssue[] {
   })
 }
 
-export function toGatewayError (err: FastifyError | GatewayError): GatewayError {
+/**
+ * Any error as the gateway's error. `sent` says whether the call may have reached WeChat Pay, which decides the
+ * outcome of an unexpected fault.
+ */
+export function toGatewayError (err: FastifyError | GatewayError, sent = false): GatewayError {
   if (err instanceof GatewayError) return err
   if (hasZodFastifySchemaValidationErrors(err)) return validationError(fieldIssues(err))
   const known = err.code !== undefined ? FASTIFY_CODES[err.code] : undefined
-  if (known !== undefined) return new GatewayError(known[0], known[1], err.message)
-  if (err instanceof SyntaxError && err.statusCode === 400) return new GatewayError(400, 'INVALID_JSON', `Body is not valid JSON: ${err.message}`)
+  if (known !== undefined) return gatewayError(known, err.message)
+  if (err instanceof SyntaxError && err.statusCode === 400) return gatewayError('INVALID_JSON', `Body is not valid JSON: ${err.message}`)
   const status = err.statusCode ?? 500
-  if (status >= 400 && status < 500) return new GatewayError(status, STATUS_CODES[status] ?? 'BAD_REQUEST', err.message)
-  if (status === 503) return new GatewayError(503, 'SERVICE_UNAVAILABLE', err.message)
-  return new GatewayError(500, 'INTERNAL_ERROR', 'Internal error of the gateway; the logs have the details under this x-request-id')
+  if (status >= 400 && status < 500) return gatewayError(STATUS_CODES[status] ?? 'BAD_REQUEST', err.message)
+  return gatewayError('INTERNAL_ERROR', 'Internal error of the gateway; the logs have the details under this x-request-id',
+    { outcome: sent ? 'unknown' : 'not_executed' })
 }
 
 async function errors (app: FastifyInstance): Promise<void> {
   app.setErrorHandler<FastifyError | GatewayError>((err, request, reply) => {
-    const error = toGatewayError(err)
+    const error = toGatewayError(err, request.upstream?.sent === true)
     if (error.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unexpected error')
     else if (error.statusCode >= 500) request.log.warn({ code: error.code, detail: error.detail }, error.message)
     if (error.headers !== undefined) void reply.headers(error.headers)
     return reply.code(error.statusCode).send(error.toJSON())
   })
   app.setNotFoundHandler((request, reply) => {
-    return reply.code(404).send(new GatewayError(404, 'NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0] ?? ''}`).toJSON())
+    return reply.code(404).send(gatewayError('ROUTE_NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0] ?? ''}`).toJSON())
   })
 }
 

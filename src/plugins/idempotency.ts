@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { GatewayError } from '../errors.js'
+import { gatewayError } from '../errors.js'
 import { MemoryStore, RedisStore, type IdempotencyStore } from './idempotency-store.js'
 
 declare module 'fastify' {
@@ -54,7 +54,7 @@ export function replayable (status: number, body: string): boolean {
   }
 }
 
-const unavailable = (): GatewayError => new GatewayError(503, 'IDEMPOTENCY_STORE_UNAVAILABLE', 'The idempotency store cannot be reached; nothing was sent')
+const unavailable = () => gatewayError('IDEMPOTENCY_STORE_UNAVAILABLE', 'The idempotency store cannot be reached; nothing was sent')
 
 async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Promise<void> {
   const store = opts.store ?? (app.redis !== null ? new RedisStore(app.redis) : new MemoryStore())
@@ -78,10 +78,10 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
         throw unavailable()
       }
       if (claim.kind === 'conflict') {
-        throw new GatewayError(422, 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with another request (path or body); use a new key')
+        throw gatewayError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with another request (path or body); use a new key')
       }
       if (claim.kind === 'busy') {
-        throw new GatewayError(409, 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed; retry later')
+        throw gatewayError('IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed; retry later')
       }
       if (claim.kind === 'replay') {
         app.metrics.replays.inc({ operation })

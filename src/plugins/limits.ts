@@ -2,7 +2,7 @@ import rateLimit from '@fastify/rate-limit'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { GatewayError } from '../errors.js'
+import { gatewayError } from '../errors.js'
 
 export interface LimitsOptions {
   /** Per caller, per window; 0 turns it off. */
@@ -17,7 +17,7 @@ async function limits (app: FastifyInstance, opts: LimitsOptions): Promise<void>
     await app.register(underPressure, {
       maxEventLoopDelay: opts.maxEventLoopDelayMs,
       pressureHandler: (_request, _reply, type) => {
-        throw new GatewayError(503, 'OVERLOADED', `The gateway is overloaded (${type}); retry shortly`, undefined, { 'retry-after': '1' })
+        throw gatewayError('OVERLOADED', `The gateway is overloaded (${type}); retry shortly`, {}, { 'retry-after': '1' })
       }
     })
   }
@@ -35,7 +35,7 @@ export async function rateLimiter (app: FastifyInstance, opts: LimitsOptions['ra
     hook: 'preHandler',
     keyGenerator: request => request.caller ?? request.ip,
     ...(app.redis !== null && { redis: app.redis, nameSpace: 'wechatpay-gateway:rate-limit:' }),
-    errorResponseBuilder: (request, context) => new GatewayError(429, 'RATE_LIMITED',
+    errorResponseBuilder: (request, context) => gatewayError('RATE_LIMITED',
       `Caller ${request.caller ?? request.ip} is over ${context.max} requests per ${opts.windowMs} ms; retry in ${context.after}`)
   })
 }

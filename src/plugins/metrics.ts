@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { codeLabel } from '../errors.js'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 
 declare module 'fastify' {
@@ -16,8 +17,6 @@ export interface MetricsOptions {
   expose: boolean
 }
 
-/** WeChat's code can come from an unsigned body: only code-shaped values become labels, so their number stays small. */
-const label = (code: string): string => /^[A-Z][A-Z0-9_]{0,63}$/.test(code) ? code : 'OTHER'
 
 /**
  * Prometheus metrics, on an app-local registry. Everything about a request is taken from its `onResponse`, in one
@@ -55,7 +54,7 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     const trace = request.upstream
     const operation = request.routeOptions.config.operation
     if (trace === null || operation === undefined || trace.ms === undefined) return
-    upstream.observe({ operation, code: label(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
+    upstream.observe({ operation, code: codeLabel(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
     for (const reason of trace.retried ?? []) retries.inc({ operation, reason })
     if (trace.failover === true) failovers.inc({ operation })
     if (trace.verificationFailure !== undefined) verificationFailures.inc({ reason: trace.verificationFailure })

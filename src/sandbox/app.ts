@@ -165,11 +165,12 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
     return reply.type(body.startsWith('<') ? 'text/html' : 'application/json').send(body)
   }
 
-  function answerError (request: FastifyRequest, reply: FastifyReply, error: WechatError): FastifyReply {
+  /** WeChat Pay signs an answer only once it has verified the request's signature (PROTOCOL.md B.4). */
+  function answerError (request: FastifyRequest, reply: FastifyReply, error: WechatError, unsigned = error.code === 'SIGN_ERROR'): FastifyReply {
     const record = requests.at(-1)
     if (record !== undefined) record.status = error.status
     const { status, ...body } = error
-    return answer(request, reply, status, JSON.stringify(body))
+    return answer(request, reply, status, JSON.stringify(body), unsigned ? 'unsigned' : undefined)
   }
 
   /** Checks the request's signature as WeChat Pay does; returns the Authorization fields or the error to answer. */
@@ -296,7 +297,11 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
       const taken = faults.take(op.id, pathValue, auth.nonce_str ?? '')
       if (taken !== undefined) entry.fault = taken.name
       const fault = taken?.fault
-      if (fault?.kind === 'error') return answerError(request, reply, fail(fault.status, fault.code, fault.message))
+      if (fault?.kind === 'error') return answerError(request, reply, fail(fault.status, fault.code, fault.message), fault.unsigned === true)
+      if (fault?.kind === 'proxy') {
+        entry.status = fault.status
+        return reply.code(fault.status).type('text/html').send(`<html><head><title>${fault.status} Gateway Time-out</title></head><body><center><h1>${fault.status} Gateway Time-out</h1></center><hr><center>nginx</center></body></html>`)
+      }
       if (fault?.kind === 'reset') {
         entry.status = 0
         request.raw.socket.resetAndDestroy()

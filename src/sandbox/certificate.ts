@@ -33,8 +33,14 @@ function time (date: Date): Buffer {
   return date.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(iso.slice(2))) : tlv(0x18, Buffer.from(iso))
 }
 
+/** A DER INTEGER is signed: a serial whose first bit is set needs a leading zero byte to stay positive. */
+function serialNumber (hex: string): Buffer {
+  const bytes = Buffer.from(hex.length % 2 === 0 ? hex : `0${hex}`, 'hex')
+  return (bytes[0] ?? 0) >= 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes
+}
+
 export interface CertificateSpec {
-  /** Hexadecimal serial number; must be positive (first digit below 8). */
+  /** Hexadecimal serial number, as WeChat Pay writes them (any first digit). */
   serial: string
   commonName: string
   notBefore: Date
@@ -47,7 +53,7 @@ export function selfSignedCertificate (spec: CertificateSpec): string {
   const subject = name({ C: 'CN', O: 'WeChat Pay sandbox', CN: spec.commonName })
   const tbs = sequence(
     tlv(0xa0, tlv(0x02, Buffer.from([2]))), // version: v3
-    tlv(0x02, Buffer.from(spec.serial.length % 2 === 0 ? spec.serial : `0${spec.serial}`, 'hex')),
+    tlv(0x02, serialNumber(spec.serial)),
     SHA256_WITH_RSA,
     subject, // issuer: self-signed
     sequence(time(spec.notBefore), time(spec.notAfter)),

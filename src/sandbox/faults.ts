@@ -7,14 +7,17 @@
  */
 
 export type Fault =
-  | { kind: 'error', status: number, code: string, message: string }
+  | { kind: 'error', status: number, code: string, message: string, unsigned?: true }
+  /** The call is carried out, then a proxy in between answers an HTML error of its own, unsigned. */
+  | { kind: 'proxy', status: number }
   | { kind: 'accepted' }
   | { kind: 'slow' }
   | { kind: 'reset' }
   | { kind: 'not-json' }
   | { kind: 'signature', variant: 'bad' | 'probe' | 'stale' | 'unknown-serial' | 'unsigned' }
 
-const error = (status: number, code: string, message: string): Fault => ({ kind: 'error', status, code, message })
+const error = (status: number, code: string, message: string, unsigned?: true): Fault =>
+  ({ kind: 'error', status, code, message, ...(unsigned !== undefined && { unsigned }) })
 
 export const FAULTS: Record<string, { fault: Fault, what: string }> = {
   PARAM_ERROR: { fault: error(400, 'PARAM_ERROR', '参数错误'), what: '400 PARAM_ERROR' },
@@ -22,12 +25,14 @@ export const FAULTS: Record<string, { fault: Fault, what: string }> = {
   INVALID_ORDER_STATE: { fault: error(400, 'INVALID_ORDER_STATE', '当前订单状态不合法'), what: '400 INVALID_ORDER_STATE' },
   ORDER_DONE: { fault: error(400, 'ORDER_DONE', '订单已完成'), what: '400 ORDER_DONE' },
   ORDER_CANCELED: { fault: error(400, 'ORDER_CANCELED', '订单已取消'), what: '400 ORDER_CANCELED' },
-  SIGN_ERROR: { fault: error(401, 'SIGN_ERROR', '签名错误'), what: '401 SIGN_ERROR even for a good signature' },
+  SIGN_ERROR: { fault: error(401, 'SIGN_ERROR', '签名错误', true), what: '401 SIGN_ERROR even for a good signature, unsigned as WeChat Pay sends it' },
   NO_AUTH: { fault: error(403, 'NO_AUTH', '商户无权限'), what: '403 NO_AUTH' },
   ORDER_NOT_EXIST: { fault: error(404, 'ORDER_NOT_EXIST', '订单不存在'), what: '404 ORDER_NOT_EXIST' },
   FREQUENCY_LIMITED: { fault: error(429, 'FREQUENCY_LIMITED', '频率超限'), what: '429 FREQUENCY_LIMITED' },
   RATELIMIT_EXCEEDED: { fault: error(429, 'RATELIMIT_EXCEEDED', '请求超过频率限制'), what: '429 RATELIMIT_EXCEEDED' },
   SYSTEM_ERROR: { fault: error(500, 'SYSTEM_ERROR', '系统繁忙，请稍后重试'), what: '500 SYSTEM_ERROR' },
+  UNSIGNED_ERROR: { fault: error(500, 'SYSTEM_ERROR', '系统繁忙，请稍后重试', true), what: '500 SYSTEM_ERROR without a signature (as a proxy could forge it)' },
+  PROXY_TIMEOUT: { fault: { kind: 'proxy', status: 504 }, what: 'carries the call out, then answers an unsigned HTML 504 as a proxy in between would' },
   BAD_GATEWAY: { fault: error(502, 'SERVICE_UNAVAILABLE', '服务不可用'), what: '502 SERVICE_UNAVAILABLE' },
   SERVICE_UNAVAILABLE: { fault: error(503, 'SERVICE_UNAVAILABLE', '服务不可用，请稍后重试'), what: '503 SERVICE_UNAVAILABLE' },
   ACCEPTED: { fault: { kind: 'accepted' }, what: '202 with an empty body (WeChat: repeat the same request)' },

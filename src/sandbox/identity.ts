@@ -53,9 +53,9 @@ const FILES = {
   platformKey: 'simulator_platform_private.pem'
 } as const
 
-/** A certificate serial as WeChat Pay writes them: 40 upper-case hex digits, positive (first digit 1-7). */
+/** A certificate serial as WeChat Pay writes them: 40 upper-case hex digits, not starting with 0. */
 export function randomSerial (): string {
-  return (randomInt(1, 8).toString(16) + randomBytes(20).toString('hex').slice(1)).toUpperCase()
+  return (randomInt(1, 16).toString(16) + randomBytes(20).toString('hex').slice(1)).toUpperCase()
 }
 
 const digits = (n: number): string => Array.from({ length: n }, () => randomInt(10)).join('')

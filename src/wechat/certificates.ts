@@ -1,7 +1,7 @@
 import { createDecipheriv, X509Certificate } from 'node:crypto'
-import { parseJson, type WechatPayClient } from './client.js'
+import { parseJson, type RawAnswer, type WechatPayClient } from './client.js'
 import type { CertificateEntry, KeyRing } from './keys.js'
-import type { VerificationKeys } from './verifier.js'
+import { READ_RETRY_POLICY } from './retry.js'
 
 /**
  * Platform-certificate mode (PROTOCOL.md B.6): download `GET /v3/certificates`, decrypt each certificate with the
@@ -49,6 +49,29 @@ export interface CertificateManagerOptions {
   minGapMs?: number
   onError?: (err: Error) => void
   onRefresh?: (serials: string[]) => void
+}
+
+/** The certificates of a `GET /v3/certificates` answer, decrypted and checked; an Error says what is wrong. */
+function decryptList (apiv3Key: string, answer: RawAnswer): Map<string, CertificateEntry> | Error {
+  const parsed = parseJson(answer.body) as CertificateList | undefined
+  const entries = new Map<string, CertificateEntry>()
+  if (answer.status !== 200) return entries
+  if (!Array.isArray(parsed?.data)) return new Error('GET /v3/certificates: the answer has no data list')
+  for (const item of parsed.data) {
+    if (item.encrypt_certificate === undefined || item.serial_no === undefined) return new Error('GET /v3/certificates: an entry lacks serial_no or encrypt_certificate')
+    let pem: string
+    try {
+      pem = decryptResource(apiv3Key, item.encrypt_certificate)
+    } catch (err) {
+      return new Error(`cannot decrypt platform certificate ${item.serial_no} with WECHATPAY_APIV3_KEY (${(err as Error).message}): is it the APIv3 key set in the merchant platform?`)
+    }
+    const cert = new X509Certificate(pem)
+    const serial = cert.serialNumber.toUpperCase()
+    if (serial !== item.serial_no.toUpperCase()) return new Error(`GET /v3/certificates: serial_no ${item.serial_no} is not the certificate's serial ${serial}`)
+    const expiresAt = Math.min(Date.parse(cert.validTo), Date.parse(item.expire_time ?? cert.validTo))
+    if (expiresAt > Date.now()) entries.set(serial, { key: cert.publicKey, expiresAt })
+  }
+  return entries
 }
 
 export class CertificateManager {
@@ -102,36 +125,29 @@ export class CertificateManager {
   private async download (): Promise<boolean> {
     this.lastAttempt = Date.now()
     const { client, apiv3Key, keys } = this.options
-    const answer = await client.send('GET', '/v3/certificates', '')
-    const parsed = parseJson(answer.body) as CertificateList & { code?: string, message?: string } | undefined
+    // The answer must verify with the certificates it delivers (or with a key already trusted, in migration mode).
+    let delivered: Map<string, CertificateEntry> | Error = new Map()
+    const { answer, verification } = await client.exchange('GET', '/v3/certificates', '', {
+      policy: READ_RETRY_POLICY,
+      keysFor: raw => {
+        delivered = decryptList(apiv3Key, raw)
+        const entries = delivered instanceof Error ? new Map<string, CertificateEntry>() : delivered
+        return {
+          get: serial => entries.get(serial.toUpperCase())?.key ?? keys.get(serial),
+          serials: () => [...entries.keys(), ...keys.serials()]
+        }
+      }
+    })
+    const parsed = parseJson(answer.body) as { code?: string, message?: string } | undefined
     if (answer.status === 404 && (parsed?.code === 'RESOURCE_NOT_EXISTS' || parsed?.code === 'NOT_FOUND')) {
       throw new NoPlatformCertificates(parsed.code)
     }
-    if (answer.status !== 200 || !Array.isArray(parsed?.data)) {
+    if (answer.status !== 200) {
       throw new Error(`GET /v3/certificates answered ${answer.status} ${parsed?.code ?? ''} ${parsed?.message ?? ''}`.trim())
     }
-    const entries = new Map<string, CertificateEntry>()
-    for (const item of parsed.data) {
-      if (item.encrypt_certificate === undefined || item.serial_no === undefined) throw new Error('GET /v3/certificates: an entry lacks serial_no or encrypt_certificate')
-      let pem: string
-      try {
-        pem = decryptResource(apiv3Key, item.encrypt_certificate)
-      } catch (err) {
-        throw new Error(`cannot decrypt platform certificate ${item.serial_no} with WECHATPAY_APIV3_KEY (${(err as Error).message}): is it the APIv3 key set in the merchant platform?`)
-      }
-      const cert = new X509Certificate(pem)
-      const serial = cert.serialNumber.toUpperCase()
-      if (serial !== item.serial_no.toUpperCase()) throw new Error(`GET /v3/certificates: serial_no ${item.serial_no} is not the certificate's serial ${serial}`)
-      const expiresAt = Math.min(Date.parse(cert.validTo), Date.parse(item.expire_time ?? cert.validTo))
-      if (expiresAt > Date.now()) entries.set(serial, { key: cert.publicKey, expiresAt })
-    }
-    // The answer must verify with what it delivered (or with a key we already trust, in migration mode).
-    const combined: VerificationKeys = {
-      get: serial => entries.get(serial.toUpperCase())?.key ?? keys.get(serial),
-      serials: () => [...entries.keys(), ...keys.serials()]
-    }
-    const verification = await client.verify(answer, {}, combined)
-    if (!verification.ok) throw new Error(`GET /v3/certificates: the answer failed verification: ${verification.message}`)
+    if (delivered instanceof Error) throw delivered
+    if (verification === undefined || !verification.ok) throw new Error(`GET /v3/certificates: the answer failed verification: ${verification?.message ?? 'unsigned'}`)
+    const entries = delivered
     const before = keys.serials().join()
     keys.setCertificates(entries)
     this.lastSuccess = Date.now()

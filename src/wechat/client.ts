@@ -1,22 +1,27 @@
-import type { Dispatcher } from 'undici'
-import { GatewayError, upstreamError } from '../errors.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Pool, type Dispatcher } from 'undici'
+import { GatewayError, gatewayError, upstreamError, type Outcome } from '../errors.js'
 import { NAME, VERSION } from '../version.js'
+import { MemoryNonces, type NonceStore } from './nonces.js'
 import { upstreamTarget, type Operation } from './operations.js'
+import { CONNECT_ERRORS, OPERATION_RETRY_POLICY, retryDelayMs, retryReason, type AttemptOutcome, type RetryPolicy } from './retry.js'
 import { signRequest, type MerchantIdentity } from './signer.js'
-import { CONNECT_ERRORS, createUpstream, DEFAULT_RETRY_POLICY, retryOptions, type Attempts, type RetryPolicy } from './retry.js'
-import { headerValue, isSigned, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
+import { headerValue, isSigned, SIGNATURE_HEADERS, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
 
-/** The WeChat Pay v3 client: signs, sends, verifies. It knows nothing of Fastify. */
+/** The WeChat Pay v3 client: signs, sends, verifies, and decides what a failure means. It knows nothing of Fastify. */
 
 export interface ClientOptions {
   baseUrl: string
   /** Used only when the primary host cannot be connected to (PROTOCOL.md D.1). */
   backupBaseUrl?: string | undefined
+  /** The longest one attempt may take, headers and body together. */
   timeoutMs: number
   retry?: RetryPolicy
   /** The signing identity; read on every call, so a rotated key applies to the next call. */
   merchant: () => MerchantIdentity
   keys: VerificationKeys
+  /** Remembers the nonces of accepted answers, so that none is accepted twice (nonces.ts). */
+  nonces?: NonceStore
   /** Sent as `Wechatpay-Serial` so that WeChat Pay signs its answers with the public key (PROTOCOL.md B.6). */
   publicKeyId?: string | undefined
   /** Injected in tests (e.g. MockAgent); otherwise one keep-alive Pool per host. */
@@ -37,7 +42,6 @@ export interface UpstreamResult {
   /** The verified JSON body, or undefined for an empty answer (204). */
   body?: Buffer
   requestId?: string
-  verification: VerificationResult
 }
 
 /** What the gateway learned about a call, for logs and metrics, whether it succeeded or not. */
@@ -45,9 +49,12 @@ export interface CallTrace {
   /** Attempts made (1 + retries), and why each retry happened. */
   attempts?: number
   retried?: string[]
-  /** The call went to the backup host. */
+  /** Some attempt went to the backup host. */
   failover?: boolean
+  /** Some attempt may have reached WeChat Pay (its connection opened). */
+  sent?: boolean
   upstreamStatus?: number
+  /** WeChat's code, from a verified answer only. */
   wechatCode?: string
   requestId?: string
   verified?: boolean
@@ -59,15 +66,47 @@ export interface CallTrace {
   error?: string
 }
 
-const MAX_BODY_BYTES = 1024 * 1024
-const USER_AGENT = `${NAME}/${VERSION} (${process.platform}/${process.arch}) node/${process.versions.node}`
-
 /** A signed request's raw answer, before verification. */
 export interface RawAnswer {
   status: number
   headers: Record<string, string | string[] | undefined>
   body: Buffer
   requestId?: string
+}
+
+/** An answer and what its verification said (undefined: an unsigned error answer, which has nothing to verify). */
+export interface Exchange {
+  answer: RawAnswer
+  verification: VerificationResult | undefined
+}
+
+export interface ExchangeOptions {
+  policy?: RetryPolicy
+  trace?: CallTrace
+  /** Verification keys for an answer (a certificate download checks itself with the certificates it delivers). */
+  keysFor?: (answer: RawAnswer) => VerificationKeys
+  /** Ends the call early (shutdown): whatever was sent has an unknown outcome. */
+  signal?: AbortSignal
+}
+
+const MAX_BODY_BYTES = 1024 * 1024
+const USER_AGENT = `${NAME}/${VERSION} (${process.platform}/${process.arch}) node/${process.versions.node}`
+const PRINTABLE = /^[\x21-\x7e]{1,128}$/
+
+/** WeChat's `Request-ID` as it may be logged and echoed: anything but short printable ASCII is percent-encoded. */
+export function safeRequestId (value: string | undefined): string | undefined {
+  if (value === undefined || PRINTABLE.test(value)) return value
+  // Node reads header bytes as latin1: recover the UTF-8 the upstream most likely meant, then encode it.
+  return encodeURIComponent(Buffer.from(value, 'latin1').toString('utf8')).slice(0, 256)
+}
+
+/** The parsed JSON of a body, or undefined when it is not JSON. */
+export function parseJson (raw: Buffer): unknown {
+  try {
+    return JSON.parse(raw.toString('utf8'))
+  } catch {
+    return undefined
+  }
 }
 
 function parseErrorBody (body: Buffer): WechatErrorBody | undefined {
@@ -96,16 +135,42 @@ async function readBody (body: Dispatcher.ResponseData['body']): Promise<Buffer>
   return chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks)
 }
 
+/** One attempt's signal: aborted after `ms`, or with the whole call's `outer` signal (shutdown). */
+function attemptLimit (ms: number, outer?: AbortSignal): { signal: AbortSignal, timedOut: () => boolean, done: () => void } {
+  const controller = new AbortController()
+  let timedOut = false
+  const timer = setTimeout(() => { timedOut = true; controller.abort() }, ms)
+  const stop = (): void => { controller.abort(outer?.reason) }
+  outer?.addEventListener('abort', stop, { once: true })
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    done: () => { clearTimeout(timer); outer?.removeEventListener('abort', stop) }
+  }
+}
+
+/** Why an attempt that threw ended: the connection never opened, or the request may have been read. */
+function attemptFailure (err: unknown, timedOut: boolean): AttemptOutcome {
+  const code = (err as { code?: string }).code ?? ''
+  if (CONNECT_ERRORS.has(code)) return { kind: 'not_sent', reason: code }
+  if (timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return { kind: 'lost', reason: 'TIMEOUT' }
+  return { kind: 'lost', reason: code !== '' ? code : (err as Error).name }
+}
+
 export class WechatPayClient {
   private readonly upstreams: Array<{ origin: string, dispatcher: Dispatcher }>
   private readonly headers: Record<string, string>
   private readonly retry: RetryPolicy
+  private readonly nonces: NonceStore
 
   constructor (private readonly options: ClientOptions) {
-    const pool = { connections: 128, connectTimeoutMs: Math.min(options.timeoutMs, 5000) }
     const origins = [options.baseUrl, ...(options.backupBaseUrl !== undefined ? [options.backupBaseUrl] : [])]
-    this.upstreams = origins.map(origin => ({ origin, dispatcher: options.dispatcher ?? createUpstream(origin, pool) }))
-    this.retry = this.bounded(options.retry ?? DEFAULT_RETRY_POLICY)
+    this.upstreams = origins.map(origin => ({
+      origin,
+      dispatcher: options.dispatcher ?? new Pool(origin, { connections: 128, connectTimeout: Math.min(options.timeoutMs, 5000), keepAliveTimeout: 30_000 })
+    }))
+    this.retry = options.retry ?? OPERATION_RETRY_POLICY
+    this.nonces = options.nonces ?? new MemoryNonces()
     // Computed once: every call sends the same fixed headers.
     this.headers = {
       accept: 'application/json',
@@ -117,97 +182,120 @@ export class WechatPayClient {
 
   /**
    * The longest a call can take, every attempt and failover included: a retry may start until the policy's budget
-   * runs out, and its answer then has one timeout for the headers and one for the body. Enforced by an AbortSignal.
+   * runs out, and then has one attempt's time. Enforced: each attempt's time is cut to what is left.
    */
   get maxCallMs (): number {
-    return this.deadlineMs(this.retry)
-  }
-
-  private deadlineMs (policy: RetryPolicy): number {
-    return policy.budgetMs + 2 * this.options.timeoutMs
-  }
-
-  /** A retry budget is never shorter than one attempt's timeout. */
-  private bounded (policy: RetryPolicy): RetryPolicy {
-    return { ...policy, budgetMs: Math.max(policy.budgetMs, this.options.timeoutMs) }
+    return this.retry.budgetMs + this.options.timeoutMs
   }
 
   /**
-   * Calls one operation. Resolves with a verified 2xx answer; rejects with a GatewayError for everything else
-   * (WeChat Pay's own errors keep WeChat's status and code, see `mapErrorAnswer`). `trace` is filled as it goes.
+   * Calls one operation. Resolves with a verified 2xx answer; rejects with a GatewayError for everything else:
+   * WeChat Pay's verified errors keep WeChat's status and code (`mapErrorAnswer`), and anything that cannot be
+   * verified has an unknown outcome. `trace` is filled as it goes.
    */
   async call (op: Operation, params: Record<string, string>, body: Record<string, unknown>,
-    trace: CallTrace = {}): Promise<UpstreamResult> {
-    const answer = await this.send(op.method, upstreamTarget(op, params), JSON.stringify(body), trace, op.retry)
-    const { status, headers, body: raw, requestId } = answer
+    trace: CallTrace = {}, signal?: AbortSignal): Promise<UpstreamResult> {
+    const { answer, verification } = await this.exchange(op.method, upstreamTarget(op, params), JSON.stringify(body),
+      { policy: op.retry, trace, ...(signal !== undefined && { signal }) })
+    const { status, body: raw, requestId } = answer
+    const fail = (err: GatewayError): GatewayError => withRequestId(err, requestId)
 
-    if (status >= 200 && status < 300) {
-      const verification = await this.verify(answer, trace)
-      if (!verification.ok) throw withRequestId(upstreamError.signatureInvalid(verification.message), requestId)
-      if (raw.length > 0 && parseJson(raw) === undefined) {
-        throw withRequestId(upstreamError.badResponse(`a ${status} answer whose body is not JSON`), requestId)
-      }
-      return { status, ...(raw.length > 0 && { body: raw }), ...(requestId !== undefined && { requestId }), verification }
+    if (verification !== undefined && !verification.ok) throw fail(upstreamError.signatureInvalid(verification.message))
+    if (verification === undefined) throw fail(unverifiedError(status, raw, trace))
+    if (status === 202) {
+      throw fail(gatewayError('UPSTREAM_RETRY_LATER', 'WeChat Pay accepted the request without processing it (202) on every attempt; send the same request again later', { upstream_status: 202 }, { 'retry-after': '1' }))
     }
-
-    // Errors are verified when they are signed: a forged error must not pass for WeChat Pay's word either.
-    if (isSigned(headers)) {
-      const verification = await this.verify(answer, trace)
-      if (!verification.ok) throw withRequestId(upstreamError.signatureInvalid(verification.message), requestId)
+    if (status >= 200 && status < 300) {
+      if (raw.length > 0 && parseJson(raw) === undefined) throw fail(upstreamError.badResponse(`a ${status} answer whose body is not JSON`))
+      return { status, ...(raw.length > 0 && { body: raw }), ...(requestId !== undefined && { requestId }) }
     }
     const error = parseErrorBody(raw)
     if (error?.code !== undefined) trace.wechatCode = error.code
-    throw withRequestId(mapErrorAnswer(status, error, trace), requestId)
+    throw fail(mapErrorAnswer(status, error, trace))
   }
 
   /**
-   * Signs once and sends: retries where it is safe (retry.ts), then the backup host if the primary could not be
-   * connected to at all. Transport failures become GatewayErrors; any HTTP answer is returned as it is.
+   * Signs once and sends, attempt after attempt while retry.ts allows it, each answer verified before anything is
+   * decided: 2xx answers always, errors when they are signed. Returns the last answer; throws a GatewayError when
+   * no attempt got one.
    */
-  async send (method: string, target: string, payload: string, trace: CallTrace = {}, policy?: RetryPolicy): Promise<RawAnswer> {
-    const retry = policy === undefined ? this.retry : this.bounded(policy)
+  async exchange (method: string, target: string, payload: string, opts: ExchangeOptions = {}): Promise<Exchange> {
+    const { policy = this.retry, trace = {}, keysFor, signal } = opts
     const signed = await signRequest(this.options.merchant(), method, target, payload, this.now())
     trace.signMessageLength = Buffer.byteLength(signed.message)
-    const attempts: Attempts = { count: 1, retried: [] }
     const startedAt = performance.now()
-    const retryStart = Date.now()
-    const signal = AbortSignal.timeout(this.deadlineMs(retry))
-    let lastError: unknown
-    for (const [i, upstream] of this.upstreams.entries()) {
-      if (i > 0) trace.failover = true
-      try {
-        const response = await upstream.dispatcher.request({
-          origin: upstream.origin,
-          method: method as Dispatcher.HttpMethod,
-          path: target,
-          headers: { ...this.headers, authorization: signed.authorization },
-          ...(payload !== '' && { body: payload }),
-          headersTimeout: this.options.timeoutMs,
-          bodyTimeout: this.options.timeoutMs,
-          retryOptions: retryOptions(retry, attempts, retryStart),
-          signal
-        } as Dispatcher.RequestOptions)
-        const body = await readBody(response.body)
-        const requestId = headerValue(response.headers, 'request-id')
-        trace.upstreamStatus = response.statusCode
-        if (requestId !== undefined) trace.requestId = requestId
-        return { status: response.statusCode, headers: response.headers, body, ...(requestId !== undefined && { requestId }) }
-      } catch (err) {
-        lastError = err
-        // Only a call whose connections never opened may go to the backup host: anything later may have reached WeChat Pay.
-        if (attempts.answered === true || !CONNECT_ERRORS.has((err as { code?: string }).code ?? '')) break
-      } finally {
-        trace.ms = Math.round((performance.now() - startedAt) * 10) / 10
-        trace.attempts = attempts.count
-        if (attempts.retried.length > 0) trace.retried = attempts.retried
+    const deadline = startedAt + policy.budgetMs + this.options.timeoutMs
+    const headers = { ...this.headers, authorization: signed.authorization }
+    const retried: string[] = []
+    let host = 0
+    let last: { exchange?: Exchange, error?: unknown, outcome: AttemptOutcome } | undefined
+    // A function, not a narrowed property: the signal can fire while an attempt is awaited.
+    const aborted = (): boolean => signal?.aborted === true
+    try {
+      for (let attempt = 1; ; attempt++) {
+        if (aborted()) throw upstreamError.unavailable('the gateway is shutting down', 'not_executed')
+        if (host > 0) trace.failover = true
+        const upstream = this.upstreams[host] as { origin: string, dispatcher: Dispatcher }
+        const limit = attemptLimit(Math.max(1, Math.min(this.options.timeoutMs, deadline - performance.now())), signal)
+        try {
+          const response = await upstream.dispatcher.request({
+            origin: upstream.origin,
+            method: method as Dispatcher.HttpMethod,
+            path: target,
+            headers,
+            ...(payload !== '' && { body: payload }),
+            signal: limit.signal
+          })
+          trace.sent = true
+          const answer = await this.readAnswer(response)
+          trace.upstreamStatus = answer.status
+          if (answer.requestId !== undefined) trace.requestId = answer.requestId
+          const verification = answer.status >= 200 && answer.status < 300 || isSigned(answer.headers)
+            ? await this.verify(answer, trace, keysFor?.(answer))
+            : undefined
+          const outcome: AttemptOutcome = verification?.ok === true
+            ? { kind: 'answered', status: answer.status, retryAfter: headerValue(answer.headers, 'retry-after') }
+            : { kind: 'lost', reason: verification === undefined ? `UNSIGNED_${answer.status}` : verification.reason }
+          last = { exchange: { answer, verification }, outcome }
+        } catch (err) {
+          if (err instanceof GatewayError) throw err
+          if (aborted()) throw upstreamError.unavailable('the gateway is shutting down', 'unknown')
+          const outcome = attemptFailure(err, limit.timedOut())
+          if (outcome.kind !== 'not_sent') trace.sent = true
+          last = { error: err, outcome }
+        } finally {
+          limit.done()
+        }
+        const reason = retryReason(policy, last.outcome)
+        if (reason === undefined || attempt > policy.maxRetries) break
+        // A host that could not be connected to is left for the other one at once; anything else waits its turn.
+        const failover = last.outcome.kind === 'not_sent' && this.upstreams.length > 1
+        const delay = failover ? 0 : retryDelayMs(policy, attempt, last.outcome.kind === 'answered' ? last.outcome.retryAfter : undefined)
+        if (performance.now() + delay - startedAt > policy.budgetMs) break
+        if (failover) host = (host + 1) % this.upstreams.length
+        retried.push(reason)
+        if (delay > 0) await sleep(delay, undefined, signal !== undefined ? { signal } : {}).catch(() => {})
+        if (aborted()) break
       }
+    } finally {
+      trace.ms = Math.round((performance.now() - startedAt) * 10) / 10
+      trace.attempts = retried.length + 1
+      if (retried.length > 0) trace.retried = retried
     }
-    throw this.transportError(lastError, attempts.answered === true)
+    if (last.exchange !== undefined) return last.exchange
+    throw this.transportError(last.error, last.outcome)
   }
 
-  /** Verifies an answer with the merchant's keys, or with `keys` (a certificate download checks itself). */
+  /** Verifies an answer, and refuses one whose nonce was already accepted (a replay: nonces.ts). */
   async verify (answer: RawAnswer, trace: CallTrace, keys: VerificationKeys = this.options.keys): Promise<VerificationResult> {
-    const verification = await verifyResponse(keys, answer.headers, answer.body, this.now())
+    let verification = await verifyResponse(keys, answer.headers, answer.body, this.now())
+    if (verification.ok) {
+      const timestamp = headerValue(answer.headers, SIGNATURE_HEADERS.timestamp) as string
+      const nonce = headerValue(answer.headers, SIGNATURE_HEADERS.nonce) as string
+      if (!await this.nonces.firstUse(this.options.merchant().mchid, timestamp, nonce)) {
+        verification = { ok: false, reason: 'REPLAYED', message: `the answer's nonce ${nonce.slice(0, 64)} was already used by an earlier answer: a replayed answer`, serial: verification.serial }
+      }
+    }
     trace.verified = verification.ok
     if (!verification.ok) trace.verificationFailure = verification.reason
     return verification
@@ -217,28 +305,20 @@ export class WechatPayClient {
     if (this.options.dispatcher === undefined) await Promise.all(this.upstreams.map(u => u.dispatcher.close()))
   }
 
+  private async readAnswer (response: Dispatcher.ResponseData): Promise<RawAnswer> {
+    const body = await readBody(response.body)
+    const requestId = safeRequestId(headerValue(response.headers, 'request-id'))
+    return { status: response.statusCode, headers: response.headers, body, ...(requestId !== undefined && { requestId }) }
+  }
+
   private now (): number {
     return this.options.now?.() ?? Date.now()
   }
 
-  private transportError (err: unknown, answered: boolean): GatewayError {
-    if (err instanceof GatewayError) return err
-    const { code = '', statusCode } = err as { code?: string, statusCode?: number }
-    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return upstreamError.timeout(this.options.timeoutMs)
-    if ((err as Error).name === 'TimeoutError' || code === 'UND_ERR_ABORTED') return upstreamError.timeout(this.maxCallMs)
-    if (code === 'UND_ERR_REQ_RETRY' && statusCode === 202) {
-      return upstreamError.badResponse('WeChat Pay kept answering 202 (accepted, not yet processed); send the same request again later')
-    }
-    return upstreamError.unavailable(code !== '' ? code : (err as Error).message, CONNECT_ERRORS.has(code) && !answered ? 'not_executed' : 'unknown')
-  }
-}
-
-/** The parsed JSON of a body, or undefined when it is not JSON. */
-export function parseJson (raw: Buffer): unknown {
-  try {
-    return JSON.parse(raw.toString('utf8'))
-  } catch {
-    return undefined
+  private transportError (err: unknown, outcome: AttemptOutcome): GatewayError {
+    if (outcome.kind === 'lost' && outcome.reason === 'TIMEOUT') return upstreamError.timeout(this.options.timeoutMs)
+    const reason = outcome.kind === 'answered' ? String(outcome.status) : outcome.reason
+    return upstreamError.unavailable(reason !== '' ? reason : (err as Error).message, outcome.kind === 'not_sent' ? 'not_executed' : 'unknown')
   }
 }
 
@@ -247,21 +327,47 @@ function withRequestId (err: GatewayError, requestId: string | undefined): Gatew
   return err
 }
 
+/** Clipped, for a field that repeats what an unverified answer said. */
+const clip = (text: string | undefined, max: number): string | undefined => text?.slice(0, max)
+
 /**
- * WeChat Pay's non-2xx answers, as the caller sees them:
- * - 4xx: the same status with WeChat's `{code, message, detail}`: the caller's request was refused;
+ * An error answer that carries no signature. WeChat Pay does not sign an answer to a request whose own signature it
+ * could not verify (PROTOCOL.md B.4), but a proxy in between can send the same after forwarding the request, so the
+ * gateway cannot be sure the operation did not happen: unknown, never WeChat's code.
+ */
+function unverifiedError (status: number, raw: Buffer, trace: CallTrace): GatewayError {
+  const said = parseErrorBody(raw)
+  const what = said !== undefined ? `${status} ${clip(said.code, 64) ?? ''}` : `${status}`
+  return gatewayError('UPSTREAM_UNVERIFIED_ERROR',
+    `WeChat Pay's host answered HTTP ${what} without a WeChat Pay signature; something in between may have sent it after forwarding the call, so its outcome is unknown`,
+    {
+      upstream_status: status,
+      // A SIGN_ERROR's detail shows WeChat's view of the signed message; ours is put beside it (README, Troubleshooting).
+      ...(status === 401 && { gateway_sign_message_length: trace.signMessageLength }),
+      ...(said !== undefined && {
+        unverified: { code: clip(said.code, 64), ...(said.message !== undefined && { message: clip(said.message, 256) }), ...(said.detail !== undefined && { detail: said.detail }) }
+      })
+    })
+}
+
+/**
+ * WeChat Pay's verified non-2xx answers, as the caller sees them:
+ * - 4xx: the same status with WeChat's `{code, message, detail}`: refused;
  * - 401 (`SIGN_ERROR`): the gateway's own fault, so 502, with WeChat's detail and our signed message's length;
- * - 5xx: 502 with WeChat's code: WeChat Pay failed.
+ * - 429 and 5xx (502 for 5xx): WeChat Pay says it did not do it, and to send it again.
  */
 export function mapErrorAnswer (status: number, error: WechatErrorBody | undefined, trace: CallTrace): GatewayError {
-  // Without WeChat's body the answer may come from a proxy that had already forwarded the request: unknown.
-  if (error === undefined || status < 400) return upstreamError.badResponse(`HTTP ${status} without a WeChat Pay error body`)
+  const notDone = status === 401 || status === 429 || status >= 500
+  const outcome: Outcome = notDone ? 'not_executed' : 'refused'
+  if (error === undefined) {
+    return gatewayError('UPSTREAM_BAD_RESPONSE', `WeChat Pay answered HTTP ${status} without its error body`, { outcome, upstream_status: status })
+  }
   const code = error.code ?? 'UNKNOWN'
   const message = error.message ?? `HTTP ${status} from WeChat Pay`
   if (status === 401) {
-    const detail = { ...error.detail, upstream_status: 401, gateway_sign_message_length: trace.signMessageLength }
-    return new GatewayError(502, code, `WeChat Pay refused the gateway's signature: ${message}`, detail)
+    return new GatewayError(502, code, `WeChat Pay refused the gateway's signature: ${message}`,
+      { ...error.detail, outcome, upstream_status: 401, gateway_sign_message_length: trace.signMessageLength })
   }
-  if (status >= 500) return new GatewayError(502, code, message, { ...error.detail, upstream_status: status })
-  return new GatewayError(status, code, message, error.detail)
+  if (status >= 500) return new GatewayError(502, code, message, { ...error.detail, outcome, upstream_status: status })
+  return new GatewayError(status, code, message, { ...error.detail, outcome })
 }

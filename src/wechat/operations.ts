@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { validationError, type FieldIssue } from '../errors.js'
-import { DEFAULT_RETRY_POLICY, type RetryPolicy } from './retry.js'
+import { OPERATION_RETRY_POLICY, type RetryPolicy } from './retry.js'
 
 /**
  * The three WeChat Pay operations, described once. Each entry feeds the gateway route, the OpenAPI document and
@@ -79,7 +79,7 @@ const failNotify: Operation = {
   merchantFields: { mchid: 'mchid', appid: 'appid' },
   lockedFields: ['mchid'],
   successStatus: 204,
-  retry: DEFAULT_RETRY_POLICY,
+  retry: OPERATION_RETRY_POLICY,
   example: { params: { contract_id: '123124412412423431' }, body: {} }
 }
 
@@ -114,7 +114,7 @@ const partnerNotify: Operation = {
   merchantFields: { sp_mchid: 'mchid', sp_appid: 'appid' },
   lockedFields: ['sp_mchid'],
   successStatus: 204,
-  retry: DEFAULT_RETRY_POLICY,
+  retry: OPERATION_RETRY_POLICY,
   example: {
     params: { contract_id: '123124412412423431' },
     body: { sub_mchid: '12345512', deduct_duration: { count: 1, unit: 'DAY' }, estimated_amount: { amount: 1, currency: 'CNY' } }
@@ -140,7 +140,7 @@ const payscoreCollect: Operation = {
   merchantFields: {},
   lockedFields: [],
   successStatus: 204,
-  retry: DEFAULT_RETRY_POLICY,
+  retry: OPERATION_RETRY_POLICY,
   example: {
     params: { out_order_no: '1234323JKHDFE1243252' },
     body: { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }

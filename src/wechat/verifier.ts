@@ -22,7 +22,7 @@ export interface VerificationKeys {
 }
 
 export type VerificationFailure =
-  | 'MISSING_HEADERS' | 'BAD_TIMESTAMP' | 'STALE_TIMESTAMP' | 'UNKNOWN_SERIAL' | 'SIGNTEST_PROBE' | 'BAD_SIGNATURE'
+  | 'MISSING_HEADERS' | 'BAD_TIMESTAMP' | 'STALE_TIMESTAMP' | 'UNKNOWN_SERIAL' | 'SIGNTEST_PROBE' | 'BAD_SIGNATURE' | 'REPLAYED'
 
 export type VerificationResult =
   | { ok: true, serial: string }

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -62,5 +62,9 @@ t.test('start-up self-check of key material', async t => {
   const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
   t.match(problems({ merchantCertFile: await file('other.crt', cert(base.merchantSerial, other)) }), [/does not belong to the merchant certificate/])
   t.match(problems({ merchantCertFile: junk }), [/is not a PEM certificate/])
+  // A serial whose first hex digit is 8-F must stay positive in DER (the Go SDK's test serial is one).
+  for (const serial of ['F5765756002FDD77', '8000000000000000000000000000000000000001', '7FFF']) {
+    t.equal(new X509Certificate(cert(serial)).serialNumber, serial, `serial ${serial} reads back as written`)
+  }
   t.equal(new KeyError(['x']).message, 'x')
 })
