@@ -7,7 +7,7 @@ import type { AppConfig } from './plugins/config.js'
 import auth from './plugins/auth.js'
 import credentials, { type CredentialsOptions } from './plugins/credentials.js'
 import errors from './plugins/errors.js'
-import idempotency from './plugins/idempotency.js'
+import idempotency, { type IdempotencyOptions } from './plugins/idempotency.js'
 import limits from './plugins/limits.js'
 import metrics from './plugins/metrics.js'
 import redis from './plugins/redis.js'
@@ -28,6 +28,8 @@ export interface BuildOptions {
   dispatcher?: Dispatcher
   /** Overrides of the credentials plugin's timings and retry policy (tests). */
   credentials?: Omit<CredentialsOptions, 'wechat' | 'dispatcher'>
+  /** Overrides of the idempotency plugin's timings (tests). */
+  idempotency?: Partial<Pick<IdempotencyOptions, 'callMs' | 'recordRetriesMs'>>
 }
 
 /** Bodies of the three operations are a few hundred bytes; anything near this limit is not a real call. */
@@ -96,7 +98,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   })
 
   await app.register(errors)
-  await app.register(metrics, { expose: config.metrics })
+  await app.register(metrics, { expose: config.metrics, callers: config.auth.tokens.map(t => t.name) })
   await app.register(limits, { rateLimit: config.rateLimit, maxEventLoopDelayMs: config.maxEventLoopDelayMs })
   if (config.docs) await app.register(swagger, { ui: true })
   await app.register(redis, { url: config.redisUrl })
@@ -106,8 +108,8 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher })
   })
   await app.register(auth, config.auth)
-  // A claimed key is held, and a duplicate waits, longer than the first call can possibly take.
-  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, waitMs: app.wechat.maxCallMs + 5000 })
+  // A duplicate waits for the first call's answer until that call has certainly ended: its longest, and a margin.
+  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, callMs: app.wechat.maxCallMs + 5000, memory: config.idempotencyMemory, ...options.idempotency })
   await app.register(health)
   await app.register(operationRoutes, { rateLimit: config.rateLimit })
   return app

@@ -44,7 +44,8 @@ async function main (): Promise<void> {
   closers.unshift(() => app.close())
 
   // On SIGTERM/SIGINT: stop accepting, let calls in flight finish, close the pools; give up after the grace delay.
-  closeWithGrace({ delay: config.shutdownGraceMs, logger }, async ({ signal, err }) => {
+  // SIGHUP is not a stop signal here: it reloads the key files (below), and nothing else.
+  closeWithGrace({ delay: config.shutdownGraceMs, logger, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err !== undefined) logger.error({ err }, 'shutting down after an error')
     else logger.info({ signal }, 'shutting down')
     for (const close of closers) await close()

@@ -86,6 +86,7 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
     upstreamTimeoutMs: wechat.timeoutMs,
     shutdownGraceMs: 1000,
     idempotencyTtlMs: 60_000,
+    idempotencyMemory: { maxKeys: 1000, maxKeysPerOwner: 1000 },
     rateLimit: { max: 0, windowMs: 1000 },
     maxEventLoopDelayMs: 0,
     metrics: true,
@@ -109,11 +110,18 @@ export async function testGateway (t: Test, opts: GatewayOptions = {}) {
   for (const key of opts.omit ?? []) delete wechat[key]
   const config = testConfig(wechat as WechatConfig, opts.config)
   const app = await buildApp(config, { logger: createLogger('debug', logs), ...opts.build })
+  await redisReady(app)
   t.teardown(async () => {
     await app.close()
     assertNoSecrets(logs, secretsOf(sandbox))
   })
   return { app, sandbox, logs, config }
+}
+
+/** The gateway starts without waiting for Redis (it is not ready until then); tests go on once it is connected. */
+export async function redisReady (app: { redis: { status: string, once: (event: 'ready', listener: () => void) => unknown } | null }): Promise<void> {
+  const { redis } = app
+  if (redis !== null && redis.status !== 'ready') await new Promise<void>(resolve => redis.once('ready', resolve))
 }
 
 export const auth = (token: string = TOKENS.billing): Record<string, string> => ({ authorization: `Bearer ${token}` })
@@ -132,26 +140,51 @@ export async function freePort (): Promise<number> {
 /**
  * A real redis-server on a free loopback port for this test (TEST_REDIS_URL uses an existing one instead).
  * CI installs Debian's redis-server; nothing is skipped when it is missing: the test fails and says so.
+ * With `persist`, it keeps an append-only file in its own folder: `stop` shuts it down cleanly (as
+ * `redis-cli shutdown` does) and `start` brings it back on the same port and data.
  */
-export async function testRedis (t: Test): Promise<{ url: string, stop: () => Promise<void> }> {
-  if (process.env.TEST_REDIS_URL !== undefined) return { url: process.env.TEST_REDIS_URL, stop: async () => {} }
+export interface TestRedis { url: string, stop: () => Promise<void>, start: () => Promise<void>, commands: () => Promise<number> }
+export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Promise<TestRedis> {
   const { spawn } = await import('node:child_process')
+  const { Redis } = await import('ioredis')
+  const commands = async (url: string): Promise<number> => {
+    const client = new Redis(url, { lazyConnect: true })
+    await client.connect()
+    const info = await client.info('stats')
+    client.disconnect()
+    return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? 0) - 1 // without this INFO
+  }
+  if (process.env.TEST_REDIS_URL !== undefined) {
+    const url = process.env.TEST_REDIS_URL
+    return { url, stop: async () => {}, start: async () => {}, commands: () => commands(url) }
+  }
   const port = await freePort()
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  await new Promise<void>((resolve, reject) => {
-    child.once('error', err => reject(new Error(`cannot start redis-server (${err.message}): install it (apt-get install redis-server) or set TEST_REDIS_URL`)))
-    child.stdout.on('data', (chunk: Buffer) => { if (chunk.toString().includes('Ready to accept connections')) resolve() })
-  })
-  let stopped = false
+  const dir = await mkdtemp(join(tmpdir(), 'redis-'))
+  let child: ReturnType<typeof spawn> | undefined
+  const start = async (): Promise<void> => {
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--appendonly', opts.persist === true ? 'yes' : 'no']
+    const started = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    child = started
+    await new Promise<void>((resolve, reject) => {
+      started.once('error', err => reject(new Error(`cannot start redis-server (${err.message}): install it (apt-get install redis-server) or set TEST_REDIS_URL`)))
+      started.stdout?.on('data', (chunk: Buffer) => { if (chunk.toString().includes('Ready to accept connections')) resolve() })
+    })
+  }
   const stop = async (): Promise<void> => {
-    if (stopped) return
-    stopped = true
-    const exited = new Promise(resolve => child.once('exit', resolve))
-    child.kill('SIGKILL')
+    const running = child
+    child = undefined
+    if (running === undefined || running.exitCode !== null) return
+    const exited = new Promise(resolve => running.once('exit', resolve))
+    running.kill(opts.persist === true ? 'SIGTERM' : 'SIGKILL')
     await exited
   }
-  t.teardown(stop)
-  return { url: `redis://127.0.0.1:${port}`, stop }
+  await start()
+  t.teardown(async () => {
+    await stop()
+    await rm(dir, { recursive: true, force: true })
+  })
+  const url = `redis://127.0.0.1:${port}`
+  return { url, stop, start, commands: () => commands(url) }
 }
 
 /**

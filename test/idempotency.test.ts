@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { request } from 'undici'
-import { MemoryStore } from '../src/plugins/idempotency-store.js'
+import { MAX_WAITERS_PER_KEY, MemoryStore } from '../src/plugins/idempotency-store.js'
 import { replayable } from '../src/plugins/idempotency.js'
-import { auth, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
+import { auth, redisReady, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
 
 const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
 const call = (key: string | undefined, opts: { url?: string, body?: object, token?: string } = {}) => ({
@@ -77,10 +77,12 @@ t.test('what is kept: success, refusals, unknown outcomes; what is not: calls th
   t.equal(limited.calls, 6, '429 is not kept')
 
   t.equal(replayable(204, ''), true)
-  t.equal(replayable(409, '{}'), false)
+  t.equal(replayable(409, '{"detail":{"outcome":"unknown"}}'), true)
+  t.equal(replayable(400, '{"detail":{"outcome":"refused"}}'), true)
+  t.equal(replayable(503, '{"detail":{"outcome":"not_executed"}}'), false)
   t.equal(replayable(502, '{"detail":{"outcome":"not_executed"}}'), false)
   t.equal(replayable(504, '{"detail":{"outcome":"unknown"}}'), true)
-  t.equal(replayable(500, 'not json'), false)
+  t.equal(replayable(500, 'not json'), true, 'an answer that does not say the call did not happen is kept')
 })
 
 t.test('answers expire after the TTL', async t => {
@@ -91,31 +93,64 @@ t.test('answers expire after the TTL', async t => {
   t.equal(sandbox.app.sandbox.requests.length, 2)
 })
 
-t.test('memory store: busy, conflict, owner tokens, expiry, and the size cap', async t => {
+t.test('memory store: conflict, owner tokens, a key lives its TTL, never evicted; full is refused', async t => {
   let now = 0
-  const store = new MemoryStore(2, () => now)
-  t.teardown(() => store.close())
-  const first = await store.claim('a', 'f', 20)
+  const store = new MemoryStore({ maxKeys: 3, maxKeysPerOwner: 2 }, () => now)
+  const claim = (key: string, f = 'f', owner = 'billing', callMs = 20) => store.claim({ key, fingerprint: f, owner, ttlMs: 1000, callMs })
+  const first = await claim('a')
   t.match(first, { kind: 'claimed', token: /^[0-9a-f-]{36}$/ })
-  t.same(await store.claim('a', 'f', 20), { kind: 'busy' })
-  t.same(await store.claim('a', 'g', 20), { kind: 'conflict' })
+  t.same(await claim('a', 'g'), { kind: 'conflict' })
   await store.release('a', 'not-the-owner')
-  t.same(await store.claim('a', 'f', 20), { kind: 'busy' }, 'only the owner can release')
+  now = 10
+  const waiting = claim('a', 'f', 'billing')
   await store.release('a', (first as { token: string }).token)
-  const second = await store.claim('a', 'g', 20) as { token: string }
-  now = 100 // the claim expires; another call takes the key
-  const third = await store.claim('a', 'g', 20) as { token: string }
-  await store.complete('a', second.token, 'g', { status: 204, headers: {}, body: 'stale' }, 1000)
-  t.same(await store.claim('a', 'g', 0), { kind: 'busy' }, 'a stale owner cannot complete over the new claim')
-  await store.complete('a', third.token, 'g', { status: 204, headers: {}, body: '' }, 1000)
-  t.match(await store.claim('a', 'g', 0), { kind: 'replay', answer: { status: 204, body: '' } })
-  for (const k of ['b', 'c', 'd']) {
-    const c = await store.claim(k, 'f', 20) as { token: string }
-    await store.complete(k, c.token, 'f', { status: 204, headers: {}, body: '' }, 1000)
+  t.match(await waiting, { kind: 'claimed' }, 'a released key (the call did not happen) is claimed by the duplicate that waited')
+  now = 100 // past the holder's deadline, with no answer: the outcome is unknown, and the key is NOT run again
+  t.same(await claim('a'), { kind: 'unknown' })
+  t.same(await claim('a'), { kind: 'unknown' }, 'still unknown: a claim lives as long as the key')
+
+  const b = await claim('b') as { token: string }
+  await store.complete('b', b.token, { status: 204, headers: {}, body: '' })
+  t.match(await claim('b'), { kind: 'replay', answer: { status: 204 } })
+  t.same(await claim('c'), { kind: 'full' }, 'billing holds its share (2): refused, nothing evicted')
+  t.match(await claim('c', 'f', 'orders'), { kind: 'claimed' }, 'another caller has its own share')
+  t.same(await claim('d', 'f', 'orders'), { kind: 'full' }, 'the store holds 3 keys in all')
+  t.equal(store.size(), 3)
+  t.match(await claim('b'), { kind: 'replay' }, 'unexpired answers are all still there')
+  now = 1099 // 'a' (claimed again at 10) has lived its TTL, 'b' and 'c' (claimed at 100) not yet
+  t.equal(store.size(), 2)
+  now = 1100
+  t.equal(store.size(), 0)
+  t.match(await claim('d', 'f', 'orders'), { kind: 'claimed' })
+  t.equal(store.size('orders'), 1)
+})
+
+t.test('memory store: many keys, expired from the front', async t => {
+  let now = 0
+  const store = new MemoryStore({ maxKeys: 50_000, maxKeysPerOwner: 50_000 }, () => now)
+  for (let i = 0; i < 50_000; i++) {
+    now = i
+    await store.claim({ key: `k${i}`, fingerprint: 'f', owner: 'o', ttlMs: 100_000, callMs: 1 })
   }
-  t.match(await store.claim('a', 'g', 20), { kind: 'claimed' }, 'the oldest answers went past the cap')
-  now = 5000
-  t.match(await store.claim('d', 'f', 20), { kind: 'claimed' }, 'expired')
+  t.same(await store.claim({ key: 'one-more', fingerprint: 'f', owner: 'o', ttlMs: 100_000, callMs: 1 }), { kind: 'full' })
+  now = 135_000
+  t.equal(store.size(), 14_999, 'keys claimed at 0-35,000 ms have lived their 100,000 ms')
+  t.match(await store.claim({ key: 'one-more', fingerprint: 'f', owner: 'o', ttlMs: 100_000, callMs: 1 }), { kind: 'claimed' })
+})
+
+t.test('a full in-memory store answers 503 IDEMPOTENCY_STORE_FULL, counted per caller; calls without a key go on', async t => {
+  const { app, sandbox } = await testGateway(t, { config: { idempotencyMemory: { maxKeys: 10, maxKeysPerOwner: 2 } } })
+  t.equal((await app.inject(call('f-1'))).statusCode, 204)
+  t.equal((await app.inject(call('f-2'))).statusCode, 204)
+  const full = await app.inject(call('f-3'))
+  t.equal(full.statusCode, 503)
+  t.match(full.json(), { code: 'IDEMPOTENCY_STORE_FULL', message: /REDIS_URL/, detail: { outcome: 'not_executed' } })
+  t.equal((await app.inject(call('f-1'))).headers['idempotent-replayed'], 'true', 'nothing was evicted')
+  t.equal((await app.inject(call(undefined))).statusCode, 204)
+  t.equal((await app.inject(call('o-1', { token: TOKENS.orders }))).statusCode, 204, 'another caller has its own share')
+  t.equal(sandbox.app.sandbox.requests.length, 4)
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, /wechatpay_gateway_idempotency_store_full_total\{caller="billing"\} 1/)
 })
 
 t.test('with Redis, replicas share keys and rate limits', async t => {
@@ -153,4 +188,70 @@ t.test('with Redis, replicas share keys and rate limits', async t => {
   t.equal(ready.statusCode, 503)
   t.match(ready.json().problems, [/redis is/])
   void request
+})
+
+t.test('a Redis blip mid-call: the answer is recorded once Redis is back, and the key is never run again', async t => {
+  const redis = await testRedis(t, { persist: true })
+  const sandbox = await testSandbox(t, { slowMs: 1500 })
+  const { app } = await testGateway(t, { sandbox, config: { redisUrl: redis.url }, build: { idempotency: { recordRetriesMs: [300, 600, 1200] } } })
+  const slow = { url: '/payscore/partner/serviceorder/SANDBOX_SLOW/pay' }
+  const first = app.inject(call('blip-1', slow))
+  await sleep(400)
+  await redis.stop() // `redis-cli shutdown`: the claim is safe in the append-only file
+  const answer = await first
+  t.equal(answer.statusCode, 204, 'the caller gets its answer although it could not be recorded yet')
+  await redis.start()
+  await redisReady(app)
+  const again = await app.inject(call('blip-1', slow))
+  t.equal(again.statusCode, 204)
+  t.equal(again.headers['idempotent-replayed'], 'true', 'recorded in the background once Redis came back')
+  t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
+})
+
+t.test('an answer that cannot be recorded leaves the key claimed with an unknown outcome, never run again', async t => {
+  const redis = await testRedis(t, { persist: true })
+  const sandbox = await testSandbox(t, { slowMs: 800 })
+  const { app, logs } = await testGateway(t, { sandbox, config: { redisUrl: redis.url }, build: { idempotency: { callMs: 3000, recordRetriesMs: [100] } } })
+  const slow = { url: '/payscore/partner/serviceorder/SANDBOX_SLOW/pay' }
+  const first = app.inject(call('lost-1', slow))
+  await sleep(300)
+  await redis.stop()
+  t.equal((await first).statusCode, 204)
+  await sleep(500) // the background retry fails too
+  await redis.start()
+  await redisReady(app)
+  const waiting = await app.inject(call('lost-1', slow))
+  t.equal(waiting.statusCode, 409, 'a duplicate waits for the holder\'s deadline, then gives up')
+  t.match(waiting.json(), { code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', detail: { outcome: 'unknown' } })
+  t.equal((await app.inject(call('lost-1', slow))).json().code, 'IDEMPOTENCY_OUTCOME_UNKNOWN', 'and stays so')
+  t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
+  t.equal(logs.find('the answer of an Idempotency-Key call could not be recorded: the key stays claimed, with an unknown outcome').length, 1)
+})
+
+t.test('waiting duplicates cost a few Redis commands each, stop when their caller leaves, and are capped', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t, { slowMs: 3000 })
+  const { app } = await testGateway(t, { sandbox, config: { redisUrl: redis.url }, wechat: { timeoutMs: 5000 } })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const post = (signal?: AbortSignal) => request(`${base}/payscore/partner/serviceorder/SANDBOX_SLOW/pay`, {
+    method: 'POST', headers: { 'content-type': 'application/json', ...auth(), 'idempotency-key': 'dup-1' }, body: JSON.stringify(collect), ...(signal !== undefined && { signal })
+  })
+  const before = await redis.commands()
+  const holder = post()
+  await sleep(200)
+  const leave = new AbortController()
+  const duplicates = Array.from({ length: 200 }, () => post(leave.signal).then(r => r.statusCode, () => 'left'))
+  await sleep(1000)
+  leave.abort()
+  const outcomes = await Promise.all(duplicates)
+  t.equal(outcomes.filter(o => o === 409).length, 200 - MAX_WAITERS_PER_KEY, 'beyond the cap: 409 at once')
+  t.equal(outcomes.filter(o => o === 'left').length, MAX_WAITERS_PER_KEY, 'the others waited until their caller left')
+  const afterLeaving = await redis.commands()
+  await sleep(1200)
+  t.ok(await redis.commands() - afterLeaving <= 2, 'nobody polls once every waiting caller has left')
+  t.equal((await holder).statusCode, 204)
+  const used = await redis.commands() - before
+  t.ok(used < 600, `${used} Redis commands for one call and 200 duplicates`)
+  t.equal(sandbox.app.sandbox.requests.length, 1)
 })

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
-import { secretsOf, testSandbox, TOKENS } from './helpers.js'
+import { secretsOf, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
 
 /** `src/server.ts` as a real process, run with the same TypeScript loader as this test (so coverage counts too). */
 function start (t: Test, env: Record<string, string>) {
@@ -94,9 +94,51 @@ t.test('sandbox mode on a fresh folder: banner, warnings, routes answer; SIGHUP 
   t.ok(server.out.some(l => l.includes('caller authentication is OFF')))
   t.equal((await post(url, '/payscore/partner/serviceorder/1234323JKHDFE1243252/pay', { sub_mchid: '1900000109' })).statusCode, 204)
   t.equal((await post(url, '/partner/contracts/1/notify', { sub_mchid: '12345512', estimated_amount: { amount: 1 } })).statusCode, 204)
-  server.child.kill('SIGHUP')
-  for (let i = 0; i < 50 && !server.out.some(l => l.includes('credentials reloaded')); i++) await new Promise(resolve => setTimeout(resolve, 20))
-  t.ok(server.out.some(l => l.includes('credentials reloaded')))
+  // SIGHUP reloads and nothing else: the process goes on serving, however often it comes.
+  const reloads = (): number => server.out.filter(l => l.includes('credentials reloaded')).length
+  for (const n of [1, 2]) {
+    server.child.kill('SIGHUP')
+    for (let i = 0; i < 100 && reloads() < n; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    t.equal(reloads(), n, `SIGHUP ${n}: keys reloaded`)
+    t.equal((await post(url, '/contracts/1/fail-notify', {})).statusCode, 204, `SIGHUP ${n}: still serving`)
+  }
+  t.equal(server.child.exitCode, null, 'still running')
+  t.notOk(server.out.some(l => l.includes('shutting down')))
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
+})
+
+t.test('a replica killed mid-call: the same key on another replica is never run again', async t => {
+  const redis = await testRedis(t, { persist: true })
+  const sandbox = await testSandbox(t, { slowMs: 2000 })
+  const s = sandbox.gatewaySettings(3000)
+  const server = start(t, {
+    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
+    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
+    WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
+    WECHATPAY_TIMEOUT_MS: '3000', GATEWAY_TOKENS: `billing:${TOKENS.billing}`, REDIS_URL: redis.url
+  })
+  const url = await server.listening
+  for (let i = 0; i < 100 && (await request(`${url}/readyz`)).statusCode !== 200; i++) await new Promise(resolve => setTimeout(resolve, 50))
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${TOKENS.billing}`, 'idempotency-key': 'killed-1' }
+  const body = JSON.stringify({ service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' })
+  const path = '/payscore/partner/serviceorder/SANDBOX_SLOW/pay'
+  const first = request(url + path, { method: 'POST', headers, body }).catch(() => 'no answer')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  // An orchestrator's stop: SIGTERM, then SIGKILL when its timeout (here 1 s) runs out.
+  server.child.kill('SIGTERM')
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  server.child.kill('SIGKILL')
+  await server.exited
+  t.equal(await first, 'no answer', 'the first caller lost its answer with the replica')
+
+  // Another replica, same Redis: it waits for the dead replica's deadline, then says the outcome is unknown.
+  const { app } = await testGateway(t, { sandbox, config: { redisUrl: redis.url } })
+  const again = await app.inject({ method: 'POST', url: path, headers, payload: body })
+  t.equal(again.statusCode, 409)
+  t.match(again.json(), { code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', detail: { outcome: 'unknown' } })
+  const later = await app.inject({ method: 'POST', url: path, headers, payload: body })
+  t.equal(later.json().code, 'IDEMPOTENCY_OUTCOME_UNKNOWN', 'and it stays unknown: the key is never run again')
+  await new Promise(resolve => setTimeout(resolve, 2500))
+  t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
 })

@@ -51,6 +51,8 @@ export interface Config {
   /** Shared state for several replicas (idempotency keys, rate limits); in memory when absent. */
   redisUrl?: string
   idempotencyTtlMs: number
+  /** Caps of the in-memory idempotency store (no Redis): keys in all, and per caller. */
+  idempotencyMemory: { maxKeys: number, maxKeysPerOwner: number }
   /** Per caller, per window; 0 turns rate limiting off. */
   rateLimit: { max: number, windowMs: number }
   /** Above this event-loop delay the gateway sheds load with 503. */
@@ -113,6 +115,8 @@ const envSchema = z.object({
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(60_000).default(8000),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
   IDEMPOTENCY_TTL_S: z.coerce.number().int().min(1).max(7 * 24 * 3600).default(24 * 3600),
+  IDEMPOTENCY_MAX_KEYS: z.coerce.number().int().min(1).default(100_000),
+  IDEMPOTENCY_MAX_KEYS_PER_CALLER: z.coerce.number().int().min(1).optional(),
   RATE_LIMIT_MAX: z.coerce.number().int().min(0).default(100),
   RATE_LIMIT_WINDOW_MS: z.coerce.number().int().min(100).default(1000),
   MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(1000),
@@ -203,6 +207,11 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     upstreamTimeoutMs: e.WECHATPAY_TIMEOUT_MS,
     ...(e.REDIS_URL !== undefined && { redisUrl: e.REDIS_URL }),
     idempotencyTtlMs: e.IDEMPOTENCY_TTL_S * 1000,
+    // By default each caller gets an equal share, so that one caller cannot fill the store for all.
+    idempotencyMemory: {
+      maxKeys: e.IDEMPOTENCY_MAX_KEYS,
+      maxKeysPerOwner: e.IDEMPOTENCY_MAX_KEYS_PER_CALLER ?? Math.max(1, Math.floor(e.IDEMPOTENCY_MAX_KEYS / Math.max(1, tokens.length)))
+    },
     rateLimit: { max: e.RATE_LIMIT_MAX, windowMs: e.RATE_LIMIT_WINDOW_MS },
     maxEventLoopDelayMs: e.MAX_EVENT_LOOP_DELAY_MS,
     metrics: e.GATEWAY_METRICS === 'on',

@@ -80,8 +80,9 @@ async function credentials (app: FastifyInstance, opts: CredentialsOptions): Pro
 
   // Nonces of accepted answers are shared by the replicas when Redis is configured (a replay may reach any of them).
   const memory = new MemoryNonces()
+  // Redis outages are logged once by the redis plugin; each fallback is a debug line.
   const nonces = app.redis === null ? memory : new RedisNonces(app.redis, memory, err => {
-    app.log.warn({ err: { message: err.message } }, 'Redis cannot be reached to check an answer\'s nonce; this replica\'s memory is used')
+    app.log.debug({ err: { message: err.message } }, 'answer nonce checked in memory: Redis cannot be reached')
   })
   const client = new WechatPayClient({
     nonces,

@@ -34,7 +34,8 @@ export async function rateLimiter (app: FastifyInstance, opts: LimitsOptions['ra
     timeWindow: opts.windowMs,
     hook: 'preHandler',
     keyGenerator: request => request.caller ?? request.ip,
-    ...(app.redis !== null && { redis: app.redis, nameSpace: 'wechatpay-gateway:rate-limit:' }),
+    // Redis away: limits are not enforced (fail open, README "Redis outages"); load shedding still bounds the work.
+    ...(app.redis !== null && { redis: app.redis, nameSpace: 'wechatpay-gateway:rate-limit:', skipOnError: true }),
     errorResponseBuilder: (request, context) => gatewayError('RATE_LIMITED',
       `Caller ${request.caller ?? request.ip} is over ${context.max} requests per ${opts.windowMs} ms; retry in ${context.after}`)
   })

@@ -8,6 +8,9 @@ declare module 'fastify' {
     metrics: {
       registry: Registry
       replays: Counter<'operation'>
+      idempotencyFull: Counter<'caller'>
+      /** A caller's name as a label: one of the configured callers, so the number of series stays bounded. */
+      callerLabel: (caller: string | null) => string
     }
   }
 }
@@ -15,8 +18,9 @@ declare module 'fastify' {
 export interface MetricsOptions {
   /** Serve GET /metrics (the numbers are collected either way). */
   expose: boolean
+  /** The configured callers' names (labels are limited to them). */
+  callers: string[]
 }
-
 
 /**
  * Prometheus metrics, on an app-local registry. Everything about a request is taken from its `onResponse`, in one
@@ -47,7 +51,11 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     }
   })
 
-  app.decorate('metrics', { registry, replays })
+  const idempotencyFull = new Counter({ name: 'wechatpay_gateway_idempotency_store_full_total', help: 'Calls refused because the in-memory idempotency store was full for their caller', labelNames: ['caller'], registers: [registry] })
+  const callers = new Set(opts.callers)
+  const callerLabel = (caller: string | null): string => caller === null ? 'unauthenticated' : callers.has(caller) || caller === 'anonymous' ? caller : 'other'
+
+  app.decorate('metrics', { registry, replays, idempotencyFull, callerLabel })
 
   app.addHook('onResponse', async (request, reply) => {
     requests.inc({ route: request.routeOptions.url ?? 'unmatched', method: request.method, status: reply.statusCode })

@@ -9,17 +9,38 @@ declare module 'fastify' {
   }
 }
 
-/** One Redis connection for idempotency keys and rate limits; fails fast rather than queueing calls for ever. */
+/** Where REDIS_URL points, for log lines: never its password. */
+export function redisAddress (url: string): string {
+  const { hostname, port, pathname } = new URL(url)
+  return `${hostname}:${port === '' ? '6379' : port}${pathname.length > 1 ? pathname : ''}`
+}
+
+/**
+ * One Redis connection for idempotency keys, rate limits and answer nonces. It fails fast: while Redis is away a
+ * command is refused at once (no offline queue), so callers get a clear 503 instead of waiting on reconnects.
+ * The gateway starts without Redis and is not ready until it connects (`/readyz`); it reconnects by itself.
+ */
 async function redis (app: FastifyInstance, opts: { url?: string | undefined }): Promise<void> {
   if (opts.url === undefined) {
     app.decorate('redis', null)
     return
   }
-  const client = new Redis(opts.url, { connectTimeout: 2000, maxRetriesPerRequest: 1, enableOfflineQueue: true, lazyConnect: true })
-  client.on('error', err => { app.log.warn({ err: { message: err.message } }, 'redis connection problem') })
-  await client.connect()
+  const address = redisAddress(opts.url)
+  const client = new Redis(opts.url, { connectTimeout: 2000, maxRetriesPerRequest: 1, enableOfflineQueue: false })
+  // One line when the connection is lost and one when it is back, not one per reconnect attempt.
+  let down = false
+  client.on('error', err => {
+    if (down) return
+    down = true
+    app.log.error({ redis: address, err: { message: err.message } },
+      `Redis (REDIS_URL) at ${address} cannot be reached: calls with an Idempotency-Key get 503 until it is back, rate limits are not enforced, answer nonces are checked in this replica's memory, and /readyz is 503. Check that Redis runs and that REDIS_URL is right`)
+  })
+  client.on('ready', () => {
+    if (down) app.log.info({ redis: address }, `Redis at ${address} is reachable again`)
+    down = false
+  })
   app.decorate('redis', client)
-  app.addHook('onClose', async () => { await client.quit() })
+  app.addHook('onClose', async () => { client.disconnect() })
 }
 
 export default fp(redis, { name: 'redis', fastify: '5.x' })
