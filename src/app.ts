@@ -4,7 +4,9 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply } fro
 import type { Dispatcher } from 'undici'
 import { validationError } from './errors.js'
 import type { AppConfig } from './plugins/config.js'
+import { whenAnswered } from './plugins/answered.js'
 import auth from './plugins/auth.js'
+import connections, { clientErrorHandler } from './plugins/connections.js'
 import credentials, { type CredentialsOptions } from './plugins/credentials.js'
 import errors from './plugins/errors.js'
 import idempotency, { type IdempotencyOptions } from './plugins/idempotency.js'
@@ -43,6 +45,11 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     loggerInstance: options.logger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
+    // A request (headers and body) must arrive within this; idle keep-alive connections are closed after a while.
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    http: { headersTimeout: config.http.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, config.http.requestTimeoutMs) },
+    clientErrorHandler,
     // Accept the caller's request id when it is safe to log; otherwise make one.
     genReqId: req => {
       const given = req.headers['x-request-id']
@@ -76,14 +83,16 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     if (closing) void reply.header('connection', 'close')
     return payload
   })
-  // One line per request, with what happened upstream (the audit trail of an operation).
-  app.addHook('onResponse', async (request, reply) => {
+  // One line per request, with what happened upstream (the audit trail of an operation), even if the caller left.
+  whenAnswered(app, (request, reply, callerGone) => {
     const operation = request.routeOptions.config.operation
     const line = {
       method: request.method,
       url: request.routeOptions.url ?? request.url.split('?')[0],
       status: reply.statusCode,
       ms: Math.round(reply.elapsedTime * 10) / 10,
+      client: request.ip,
+      ...(callerGone && { callerGone }),
       ...(operation !== undefined && {
         caller: request.caller,
         operation,
@@ -98,6 +107,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   })
 
   await app.register(errors)
+  await app.register(connections, { maxConnections: config.http.maxConnections, maxPerAddress: config.http.maxConnectionsPerAddress })
   await app.register(metrics, { expose: config.metrics, callers: config.auth.tokens.map(t => t.name) })
   await app.register(limits, { rateLimit: config.rateLimit, maxEventLoopDelayMs: config.maxEventLoopDelayMs })
   if (config.docs) await app.register(swagger, { ui: true })

@@ -93,4 +93,7 @@ t.test('secrets can come from files (*_FILE), not both ways at once', async t =>
   t.equal(config.wechat?.apiv3Key, 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT')
   t.match(problems({ ...live, GATEWAY_TOKENS_FILE: join(dir, 'tokens') }), ['GATEWAY_TOKENS and GATEWAY_TOKENS_FILE are both set; keep one'])
   t.match(problems({ ...rest, GATEWAY_TOKENS_FILE: join(dir, 'missing') }), [/GATEWAY_TOKENS_FILE: cannot read .*missing \(ENOENT\)/])
+  // Compose writes `REDIS_URL: ${REDIS_URL:-}` as an empty variable: it must not shadow REDIS_URL_FILE.
+  await writeFile(join(dir, 'redis'), 'redis://:secret@redis:6379\n')
+  t.equal(loadConfig({ ...live, REDIS_URL: '', REDIS_URL_FILE: join(dir, 'redis') }).redisUrl, 'redis://:secret@redis:6379')
 })

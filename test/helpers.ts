@@ -90,6 +90,7 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
     rateLimit: { max: 0, windowMs: 1000 },
     maxEventLoopDelayMs: 0,
     metrics: true,
+    http: { requestTimeoutMs: 10_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxConnectionsPerAddress: 512 },
     ...overrides
   }
 }

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdtemp, rm, writeFile, chmod } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -100,8 +100,11 @@ t.test('key files rotate without a restart; a bad new key is refused and the old
   const keyFile = join(dir, 'apiclient_key.pem')
   const original = sandbox.identity.path(sandbox.identity.json.merchant_private_key_file)
   await copyFile(original, keyFile)
+  await chmod(keyFile, 0o644)
   const { app, logs } = await testGateway(t, { sandbox, wechat: { privateKeyFile: keyFile }, omit: ['merchantCertFile'], build: { credentials: { keyWatchMs: 50 } } })
   t.equal((await app.inject(pay())).statusCode, 204)
+  t.match(logs.lines.find(l => l.level === 'warn'), { msg: /WECHATPAY_PRIVATE_KEY_FILE: .* can be read by other users \(mode 0644\); chmod 600/ }, 'a key readable by everyone is worth a warning')
+  await chmod(keyFile, 0o600)
 
   await writeFile(keyFile, 'garbage')
   t.equal(app.reloadCredentials(), false)

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { connect, type Socket } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,9 +8,14 @@ import { request } from 'undici'
 import { secretsOf, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
 
 /** `src/server.ts` as a real process, run with the same TypeScript loader as this test (so coverage counts too). */
-function start (t: Test, env: Record<string, string>) {
+function start (t: Test, env: Record<string, string>, opts: { fileLimit?: number } = {}) {
   const { NODE_ENV: _, ...inherited } = process.env
-  const child = spawn(process.execPath, [...process.execArgv, 'src/server.ts'], {
+  const argv = [process.execPath, ...process.execArgv, 'src/server.ts']
+  // With a file limit, through the shell's ulimit, as an operator's container would set it.
+  const [command, args] = opts.fileLimit === undefined
+    ? [argv[0] as string, argv.slice(1)]
+    : ['bash', ['-c', `ulimit -n ${opts.fileLimit} && exec "$@"`, 'bash', ...argv]]
+  const child = spawn(command, args, {
     env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
@@ -141,4 +147,33 @@ t.test('a replica killed mid-call: the same key on another replica is never run 
   t.equal(later.json().code, 'IDEMPOTENCY_OUTCOME_UNKNOWN', 'and it stays unknown: the key is never run again')
   await new Promise(resolve => setTimeout(resolve, 2500))
   t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
+})
+
+t.test('more connections than open files: refused, and the process lives on', async t => {
+  const sandbox = await testSandbox(t)
+  const s = sandbox.gatewaySettings(2000)
+  const server = start(t, {
+    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
+    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
+    WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
+    GATEWAY_TOKENS: `billing:${TOKENS.billing}`, HTTP_MAX_CONNECTIONS_PER_ADDRESS: '0'
+  }, { fileLimit: 600 })
+  const url = await server.listening
+  t.ok(server.out.some(l => l.includes('connections are capped at 344')), 'the cap follows the open-file limit')
+  const { port } = new URL(url)
+  // Slow clients with a wrong token, each sending headers and part of a body, then nothing.
+  const sockets = await Promise.all(Array.from({ length: 800 }, () => new Promise<Socket>(resolve => {
+    const socket = connect(Number(port), '127.0.0.1', () => {
+      socket.write('POST /contracts/1/fail-notify HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer wrong-token-0123456789\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"appid":"wx')
+      resolve(socket)
+    })
+    socket.on('error', () => resolve(socket))
+  })))
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.equal(server.child.exitCode, null, 'still running')
+  for (const socket of sockets) socket.destroy()
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal((await request(`${url}/healthz`)).statusCode, 200)
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
 })

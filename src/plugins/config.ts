@@ -58,6 +58,8 @@ export interface Config {
   /** Above this event-loop delay the gateway sheds load with 503. */
   maxEventLoopDelayMs: number
   metrics: boolean
+  /** What one client can hold: how long a request may take to arrive, idle keep-alive, connections. */
+  http: { requestTimeoutMs: number, keepAliveTimeoutMs: number, maxConnections: number, maxConnectionsPerAddress: number }
   /** How long graceful shutdown may take before the process exits anyway (below Docker's 10 s stop timeout). */
   shutdownGraceMs: number
 }
@@ -120,18 +122,23 @@ const envSchema = z.object({
   RATE_LIMIT_MAX: z.coerce.number().int().min(0).default(100),
   RATE_LIMIT_WINDOW_MS: z.coerce.number().int().min(100).default(1000),
   MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(1000),
-  GATEWAY_METRICS: z.enum(['on', 'off']).default('on')
+  GATEWAY_METRICS: z.enum(['on', 'off']).default('on'),
+  HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
+  HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
+  HTTP_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).default(512)
 })
 
 type Env = Record<string, string | undefined>
 
 /** Replaces `NAME_FILE` by the file's content for secret settings; both set is an error. */
 function resolveSecretFiles (env: Env, problems: string[]): Env {
-  const out: Env = { ...env }
+  // Empty strings mean "not set" (Compose writes `FOO=` for unset variables).
+  const out: Env = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== ''))
   for (const name of SECRET_SETTINGS) {
-    const file = env[`${name}_FILE`]
-    if (file === undefined || file === '') continue
-    if (env[name] !== undefined) {
+    const file = out[`${name}_FILE`]
+    if (file === undefined) continue
+    if (out[name] !== undefined) {
       problems.push(`${name} and ${name}_FILE are both set; keep one`)
       continue
     }
@@ -141,8 +148,6 @@ function resolveSecretFiles (env: Env, problems: string[]): Env {
       problems.push(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     }
   }
-  // Empty strings mean "not set" (Compose writes `FOO=` for unset variables).
-  for (const [k, v] of Object.entries(out)) if (v === '') delete out[k]
   return out
 }
 
@@ -215,6 +220,12 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     rateLimit: { max: e.RATE_LIMIT_MAX, windowMs: e.RATE_LIMIT_WINDOW_MS },
     maxEventLoopDelayMs: e.MAX_EVENT_LOOP_DELAY_MS,
     metrics: e.GATEWAY_METRICS === 'on',
+    http: {
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      maxConnections: e.HTTP_MAX_CONNECTIONS,
+      maxConnectionsPerAddress: e.HTTP_MAX_CONNECTIONS_PER_ADDRESS
+    },
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS
   }
 }

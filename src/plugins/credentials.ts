@@ -6,7 +6,7 @@ import type { Dispatcher } from 'undici'
 import { CertificateManager, NoPlatformCertificates } from '../wechat/certificates.js'
 import { WechatPayClient } from '../wechat/client.js'
 import { MemoryNonces, RedisNonces } from '../wechat/nonces.js'
-import { checkMerchantCertificate, KeyError, KeyRing, loadPrivateKey, loadPublicKey, sameKey } from '../wechat/keys.js'
+import { checkMerchantCertificate, exposedFile, KeyError, KeyRing, loadPrivateKey, loadPublicKey, sameKey } from '../wechat/keys.js'
 import type { RetryPolicy } from '../wechat/retry.js'
 import type { MerchantIdentity } from '../wechat/signer.js'
 import type { WechatConfig } from './config.js'
@@ -75,6 +75,11 @@ export function loadCredentials (wechat: WechatConfig, serial = wechat.merchantS
 async function credentials (app: FastifyInstance, opts: CredentialsOptions): Promise<void> {
   const { wechat } = opts
   let current = loadCredentials(wechat)
+  const warnExposed = (): void => {
+    const warning = exposedFile(wechat.privateKeyFile, 'WECHATPAY_PRIVATE_KEY_FILE')
+    if (warning !== undefined) app.log.warn(warning)
+  }
+  warnExposed()
   const keys = new KeyRing(() => current.merchant.serial)
   if (current.publicKey !== undefined) keys.setPublicKey(current.publicKey.id, current.publicKey.key)
 
@@ -132,6 +137,7 @@ async function credentials (app: FastifyInstance, opts: CredentialsOptions): Pro
       if (fresh.publicKey !== undefined) keys.setPublicKey(fresh.publicKey.id, fresh.publicKey.key)
       current = fresh
       app.log.info({ merchantSerial: fresh.merchant.serial }, 'credentials reloaded')
+      warnExposed()
       return true
     } catch (err) {
       app.log.error({ problems: (err as KeyError).problems }, 'credentials NOT reloaded: the new key files are invalid; still using the previous keys')

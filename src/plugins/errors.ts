@@ -59,6 +59,8 @@ async function errors (app: FastifyInstance): Promise<void> {
     if (error.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unexpected error')
     else if (error.statusCode >= 500) request.log.warn({ code: error.code, detail: error.detail }, error.message)
     if (error.headers !== undefined) void reply.headers(error.headers)
+    // Refused before its body was read (e.g. 401 in onRequest): close rather than wait for the rest of it.
+    if (!request.raw.complete) void reply.header('connection', 'close')
     return reply.code(error.statusCode).send(error.toJSON())
   })
   app.setNotFoundHandler((request, reply) => {

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { codeLabel } from '../errors.js'
+import { whenAnswered } from './answered.js'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 
 declare module 'fastify' {
@@ -57,7 +58,7 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
 
   app.decorate('metrics', { registry, replays, idempotencyFull, callerLabel })
 
-  app.addHook('onResponse', async (request, reply) => {
+  whenAnswered(app, (request, reply) => {
     requests.inc({ route: request.routeOptions.url ?? 'unmatched', method: request.method, status: reply.statusCode })
     const trace = request.upstream
     const operation = request.routeOptions.config.operation

@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import type { VerificationKeys } from './verifier.js'
 
 /** A problem with key material, phrased for the person configuring the gateway. Never contains key bytes. */
@@ -7,6 +7,17 @@ export class KeyError extends Error {
   constructor (readonly problems: string[]) {
     super(problems.join('\n'))
     this.name = 'KeyError'
+  }
+}
+
+/** A secret file that group or others may read: worth a warning (it is not refused: the mount decides). */
+export function exposedFile (path: string, setting: string): string | undefined {
+  try {
+    const mode = statSync(path).mode & 0o777
+    if ((mode & 0o077) === 0) return undefined
+    return `${setting}: ${path} can be read by other users (mode ${mode.toString(8).padStart(4, '0')}); chmod 600 it, or mount the secret with mode 0400`
+  } catch {
+    return undefined // unreadable files are reported by the loader
   }
 }
 
