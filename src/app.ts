@@ -15,7 +15,7 @@ import metrics from './plugins/metrics.js'
 import redis from './plugins/redis.js'
 import swagger from './plugins/swagger.js'
 import health from './routes/health.js'
-import operationRoutes from './routes/operations.js'
+import operationRoutes, { wrongMethods } from './routes/operations.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -73,6 +73,10 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
 
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id)
+    const given = request.headers['x-request-id']
+    if (given !== undefined && given !== request.id) {
+      request.log.warn({ given: JSON.stringify(given).slice(0, 200) }, 'x-request-id ignored: it must be 1-128 of A-Z a-z 0-9 . _ : -; this request\'s id is reqId')
+    }
   })
   // Graceful shutdown: calls in flight finish, and their answers close the connection, so that a keep-alive
   // connection that was busy when closing began does not hold the server open.
@@ -122,5 +126,6 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, callMs: app.wechat.maxCallMs + 5000, memory: config.idempotencyMemory, ...options.idempotency })
   await app.register(health)
   await app.register(operationRoutes, { rateLimit: config.rateLimit })
+  await app.register(wrongMethods)
   return app
 }

@@ -54,7 +54,17 @@ async function main (): Promise<void> {
   // Rotated key files are picked up on SIGHUP too (they are also watched).
   process.on('SIGHUP', () => { app.reloadCredentials() })
 
-  await app.listen({ host: config.host, port: config.port })
+  await app.listen({ host: config.host, port: config.port }).catch((err: NodeJS.ErrnoException) => {
+    throw listenError(err, 'PORT', 'HOST', config.host, config.port)
+  })
+}
+
+/** A listen failure, as the setting to change. */
+function listenError (err: NodeJS.ErrnoException, portSetting: string, hostSetting: string, host: string, port: number): Error {
+  if (err.code === 'EADDRINUSE') return new ConfigError([`${portSetting}: port ${port} on ${host} is already in use by another process; set ${portSetting} to a free port`])
+  if (err.code === 'EACCES') return new ConfigError([`${portSetting}: port ${port} needs privileges this process lacks; use a port above 1023`])
+  if (err.code === 'EADDRNOTAVAIL') return new ConfigError([`${hostSetting}: ${host} is not an address of this machine`])
+  return err
 }
 
 main().catch(fail)

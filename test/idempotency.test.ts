@@ -75,6 +75,10 @@ t.test('what is kept: success, refusals, unknown outcomes; what is not: calls th
   t.equal(failed.b.headers['idempotent-replayed'], undefined)
   const limited = await twice('k-429', 'SANDBOX_FREQUENCY_LIMITED')
   t.equal(limited.calls, 6, '429 is not kept')
+  const accepted = await twice('k-202', 'SANDBOX_ACCEPTED')
+  t.equal(accepted.calls, 6, '202 ("accepted, not processed: send it again") is not kept')
+  t.match(accepted.b.json(), { code: 'UPSTREAM_RETRY_LATER', detail: { outcome: 'not_executed' } })
+  t.equal(accepted.b.headers['idempotent-replayed'], undefined)
 
   t.equal(replayable(204, ''), true)
   t.equal(replayable(409, '{"detail":{"outcome":"unknown"}}'), true)

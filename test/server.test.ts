@@ -177,3 +177,17 @@ t.test('more connections than open files: refused, and the process lives on', as
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
 })
+
+t.test('a port in use: the setting to change, exit 1', async t => {
+  const { createServer } = await import('node:net')
+  const busy = createServer().listen(0, '127.0.0.1')
+  await new Promise(resolve => busy.once('listening', resolve))
+  t.teardown(() => { busy.close() })
+  const dir = await mkdtemp(join(tmpdir(), 'gw-server-port-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const server = start(t, { SANDBOX_DIR: dir, PORT: String((busy.address() as { port: number }).port) })
+  await t.rejects(server.listening)
+  t.equal(await server.exited, 1)
+  t.match(server.stderr(), /PORT: port \d+ on 127\.0\.0\.1 is already in use by another process; set PORT to a free port/)
+  t.notMatch(server.stderr(), /at .*\.ts:\d+/, 'no stack trace')
+})

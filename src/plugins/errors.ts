@@ -45,6 +45,7 @@ export function toGatewayError (err: FastifyError | GatewayError, sent = false):
   if (err instanceof GatewayError) return err
   if (hasZodFastifySchemaValidationErrors(err)) return validationError(fieldIssues(err))
   const known = err.code !== undefined ? FASTIFY_CODES[err.code] : undefined
+  if (known === 'UNSUPPORTED_MEDIA_TYPE') return gatewayError(known, `${err.message}: send the body as Content-Type: application/json`)
   if (known !== undefined) return gatewayError(known, err.message)
   if (err instanceof SyntaxError && err.statusCode === 400) return gatewayError('INVALID_JSON', `Body is not valid JSON: ${err.message}`)
   const status = err.statusCode ?? 500

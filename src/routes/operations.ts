@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from '@fastify/type-provider-zod'
 import type { FastifyReply } from 'fastify'
 import { z } from 'zod'
-import { GatewayError } from '../errors.js'
+import { GATEWAY_ERRORS, gatewayError, type CatalogueEntry, type GatewayCode, type GatewayError } from '../errors.js'
 import { ErrorBody } from '../plugins/errors.js'
 import { rateLimiter, type LimitsOptions } from '../plugins/limits.js'
 import type { CallTrace } from '../wechat/client.js'
@@ -18,28 +18,31 @@ declare module 'fastify' {
   }
 }
 
-/** A documented error answer, with a realistic example for its status. */
-const error = (description: string, code: string, message: string, detail?: Record<string, unknown>) =>
-  ErrorBody.describe(description).meta({ example: { code, message, ...(detail !== undefined && { detail }) } })
-
-const errorResponses = {
-  400: error('VALIDATION_ERROR (each bad field named), INVALID_JSON, or WeChat Pay\'s PARAM_ERROR / INVALID_REQUEST / business codes',
-    'VALIDATION_ERROR', 'Invalid request: body/estimated_amount/amount: Too small: expected number to be >0',
-    { location: 'body', field: '/estimated_amount/amount', issue: 'Too small: expected number to be >0', errors: [{ location: 'body', field: '/estimated_amount/amount', issue: 'Too small: expected number to be >0' }] }),
-  401: error('UNAUTHORIZED: missing or unknown caller token', 'UNAUTHORIZED', 'Unknown caller token'),
-  403: error('FORBIDDEN (this caller may not use this operation), or WeChat Pay\'s NO_AUTH', 'NO_AUTH', '商户无权限'),
-  404: error('WeChat Pay\'s not-found codes (e.g. ORDER_NOT_EXIST)', 'ORDER_NOT_EXIST', '订单不存在'),
-  409: error('IDEMPOTENCY_IN_PROGRESS: a request with this Idempotency-Key is still running', 'IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed; retry later'),
-  413: error('PAYLOAD_TOO_LARGE', 'PAYLOAD_TOO_LARGE', 'Request body is too large'),
-  415: error('UNSUPPORTED_MEDIA_TYPE: send application/json', 'UNSUPPORTED_MEDIA_TYPE', 'Unsupported Media Type: text/plain'),
-  422: error('IDEMPOTENCY_KEY_REUSED: this Idempotency-Key was used with another request', 'IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with another request (path or body); use a new key'),
-  429: error('RATE_LIMITED by the gateway (Retry-After set), or WeChat Pay\'s FREQUENCY_LIMITED', 'RATE_LIMITED', 'Caller billing is over 100 requests per 1000 ms; retry in 1 second'),
-  502: error('UPSTREAM_UNAVAILABLE, UPSTREAM_SIGNATURE_INVALID, UPSTREAM_BAD_RESPONSE, SIGN_ERROR, or WeChat Pay\'s 5xx codes; see detail.outcome',
-    'UPSTREAM_SIGNATURE_INVALID', 'The answer from WeChat Pay failed signature verification (signature probe (WECHATPAY/SIGNTEST/) rejected as WeChat Pay asks); its outcome is unknown',
-    { outcome: 'unknown', reason: 'signature probe (WECHATPAY/SIGNTEST/) rejected as WeChat Pay asks' }),
-  503: error('OVERLOADED (load shedding) or IDEMPOTENCY_STORE_UNAVAILABLE; nothing was sent', 'OVERLOADED', 'The gateway is overloaded (eventLoopDelay); retry shortly'),
-  504: error('UPSTREAM_TIMEOUT: the outcome is unknown', 'UPSTREAM_TIMEOUT', 'WeChat Pay did not answer within 10000 ms; the operation may or may not have been carried out', { outcome: 'unknown' })
+/** WeChat Pay's own answers, passed through with WeChat's code (its verified 4xx keep their status). */
+const WECHAT_PASSED: Record<number, string> = {
+  400: 'WeChat Pay\'s refusals (`PARAM_ERROR`, `INVALID_REQUEST`, `ORDER_DONE`...), outcome `refused`',
+  403: 'WeChat Pay\'s `NO_AUTH`, outcome `refused`',
+  404: 'WeChat Pay\'s `ORDER_NOT_EXIST`..., outcome `refused`',
+  429: 'WeChat Pay\'s `FREQUENCY_LIMITED` / `RATELIMIT_EXCEEDED`, outcome `not_executed`',
+  502: 'WeChat Pay\'s verified 5xx (`SYSTEM_ERROR`...) and `SIGN_ERROR`, outcome `not_executed`'
 }
+
+/** Every error status an operation can answer, documented from the catalogue (src/errors.ts), with an example. */
+function errorResponses () {
+  const own = (Object.entries(GATEWAY_ERRORS) as Array<[GatewayCode, CatalogueEntry]>)
+    .filter(([code]) => code !== 'ROUTE_NOT_FOUND' && code !== 'METHOD_NOT_ALLOWED')
+  const statuses = [...new Set([...own.map(([, e]) => e.status), ...Object.keys(WECHAT_PASSED).map(Number)])].sort((a, b) => a - b)
+  return Object.fromEntries(statuses.map(status => {
+    const codes = own.filter(([, e]) => e.status === status)
+    const lines = codes.map(([code, e]) => `\`${code}\` (${e.outcomes.join(' or ')}): ${e.when}`)
+    if (WECHAT_PASSED[status] !== undefined) lines.push(WECHAT_PASSED[status])
+    const [code, entry] = codes[0] ?? ['ORDER_NOT_EXIST', { when: '订单不存在', outcomes: ['refused'] }]
+    const example = { code, message: entry.when.replaceAll('`', ''), detail: { outcome: entry.outcomes[0] } }
+    return [status, ErrorBody.describe(lines.join('; ')).meta({ example })]
+  }))
+}
+
+const ERROR_RESPONSES = errorResponses()
 
 function routeSchema (op: Operation) {
   return {
@@ -49,17 +52,17 @@ function routeSchema (op: Operation) {
     tags: op.tags,
     security: [{ bearer: [] }],
     headers: z.looseObject({
+      // No example values: Swagger UI would send them on every "Try it out", making the second try a replay.
       'idempotency-key': z.string().regex(/^[\x21-\x7e]{1,255}$/, 'must be 1-255 printable ASCII characters').optional().describe('可选幂等键：相同键与相同请求在 24 小时内只调用微信支付一次，重复请求返回首次结果 / ' +
-        'Optional: the same key with the same request within the TTL (24 h) reaches WeChat Pay once; repeats get the first answer (header Idempotent-Replayed: true)')
-        .meta({ example: 'order-1234323-collect-1' }),
-      'x-request-id': z.string().optional().describe('可选请求ID，用于日志关联 / Optional request id, echoed and logged (A-Z a-z 0-9 . _ : -, up to 128)')
-        .meta({ example: 'billing-7f3a9c' })
+        'Optional: one key per business action, e.g. `order-1234323-collect-1`. The same key with the same request within the TTL (24 h) reaches WeChat Pay at most once; ' +
+        'repeats get the first answer (header `Idempotent-Replayed: true`). README: "Idempotency-Key".'),
+      'x-request-id': z.string().optional().describe('可选请求ID，用于日志关联 / Optional request id (A-Z a-z 0-9 . _ : -, up to 128), e.g. `billing-7f3a9c`: echoed and on every log line; another value is replaced (and logged)')
     }),
     params: op.params,
     body: callerBody(op).meta({ example: op.example.body }),
     response: {
       [op.successStatus]: z.null().describe('WeChat Pay accepted the request (verified answer, no body)'),
-      ...errorResponses
+      ...ERROR_RESPONSES
     }
   }
 }
@@ -70,6 +73,14 @@ function routeSchema (op: Operation) {
  */
 const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLimit'] }> = async (app, opts) => {
   app.decorateRequest('upstream', null)
+  // An empty body is an empty object: `curl -X POST` with no data works where every field is optional.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') done(null, {})
+    else parseJson(request, body as string, done)
+  })
+  app.addHook('preValidation', async request => { if (request.body === undefined) request.body = {} })
   app.addHook('onRequest', app.authenticate)
   await rateLimiter(app, opts.rateLimit)
   app.addHook('preHandler', app.idempotency.claim)
@@ -94,6 +105,22 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
         if (result.requestId !== undefined) void reply.header('wechatpay-request-id', result.requestId)
         void reply.code(result.status)
         return result.body === undefined ? reply.send() : reply.type('application/json').send(result.body)
+      }
+    })
+  }
+}
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
+
+/** Another method on an operation's path: 405 naming the one it takes, before anything else is looked at. */
+export const wrongMethods: FastifyPluginAsyncZod = async (app) => {
+  for (const op of operations) {
+    app.route({
+      method: METHODS.filter(m => m !== op.method),
+      url: op.route,
+      schema: { hide: true },
+      handler: async (request, reply) => {
+        throw gatewayError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${op.route}: use ${op.method}`, {}, { allow: op.method })
       }
     })
   }

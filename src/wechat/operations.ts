@@ -10,6 +10,9 @@ import { OPERATION_RETRY_POLICY, type RetryPolicy } from './retry.js'
 
 // ---- field rules, each written once ---------------------------------------------------------------------------
 
+/** Amounts are integers in the currency's smallest unit (PROTOCOL.md D.5): the commonest caller mistake is yuan. */
+const FEN = 'must be a positive integer number of fen (分): 1.00 CNY is 100'
+
 /** Merchant ids are decimal digits (string[1,32]). */
 const merchantId = (zh: string, en: string, example: string) =>
   z.string().regex(/^[0-9]{1,32}$/, 'must be 1-32 digits').describe(`${zh} / ${en}`).meta({ example })
@@ -106,7 +109,7 @@ const partnerNotify: Operation = {
     }).optional().describe('可扣费时长，默认 7 天 / Deduction window after the waiting period (WeChat default: 7 days)')
       .meta({ example: { count: 1, unit: 'DAY' } }),
     estimated_amount: z.strictObject({
-      amount: z.int().positive().describe('预计扣费金额，单位分 / Estimated amount, a positive integer in fen (1/100 CNY)')
+      amount: z.int({ error: FEN }).positive({ error: FEN }).describe('预计扣费金额，单位分 / Estimated amount, a positive integer number of fen (分, 1/100 CNY)')
         .meta({ example: 1 }),
       currency: z.enum(['CNY']).optional().describe('币种，仅 CNY / Currency, only CNY')
     }).describe('预计扣费金额 / Estimated deduction amount')
