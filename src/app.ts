@@ -10,19 +10,13 @@ import connections, { clientErrorHandler } from './plugins/connections.js'
 import credentials, { type CredentialsOptions } from './plugins/credentials.js'
 import errors from './plugins/errors.js'
 import idempotency, { type IdempotencyOptions } from './plugins/idempotency.js'
+import lifecycle from './plugins/lifecycle.js'
 import limits from './plugins/limits.js'
 import metrics from './plugins/metrics.js'
 import redis from './plugins/redis.js'
 import swagger from './plugins/swagger.js'
 import health from './routes/health.js'
 import operationRoutes, { wrongMethods } from './routes/operations.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** True once shutdown has begun. */
-    closing: () => boolean
-  }
-}
 
 export interface BuildOptions {
   logger: FastifyBaseLogger
@@ -50,6 +44,8 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     http: { headersTimeout: config.http.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, config.http.requestTimeoutMs) },
     clientErrorHandler,
+    // Calls arriving while the gateway closes are answered by the lifecycle plugin, in the gateway's shape.
+    return503OnClosing: false,
     // Accept the caller's request id when it is safe to log; otherwise make one.
     genReqId: req => {
       const given = req.headers['x-request-id']
@@ -78,15 +74,6 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
       request.log.warn({ given: JSON.stringify(given).slice(0, 200) }, 'x-request-id ignored: it must be 1-128 of A-Z a-z 0-9 . _ : -; this request\'s id is reqId')
     }
   })
-  // Graceful shutdown: calls in flight finish, and their answers close the connection, so that a keep-alive
-  // connection that was busy when closing began does not hold the server open.
-  let closing = false
-  app.decorate('closing', () => closing)
-  app.addHook('preClose', async () => { closing = true })
-  app.addHook('onSend', async (_request, reply, payload) => {
-    if (closing) void reply.header('connection', 'close')
-    return payload
-  })
   // One line per request, with what happened upstream (the audit trail of an operation), even if the caller left.
   whenAnswered(app, (request, reply, callerGone) => {
     const operation = request.routeOptions.config.operation
@@ -111,6 +98,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   })
 
   await app.register(errors)
+  await app.register(lifecycle)
   await app.register(connections, { maxConnections: config.http.maxConnections, maxPerAddress: config.http.maxConnectionsPerAddress })
   await app.register(metrics, { expose: config.metrics, callers: config.auth.tokens.map(t => t.name) })
   await app.register(limits, { rateLimit: config.rateLimit, maxEventLoopDelayMs: config.maxEventLoopDelayMs })

@@ -51,7 +51,7 @@ export const GATEWAY_ERRORS = {
   UPSTREAM_UNAVAILABLE: entry(502, 'WeChat Pay could not be reached: no connection (`not_executed`), or the connection broke after sending (`unknown`)', 'not_executed', 'unknown'),
   UPSTREAM_SIGNATURE_INVALID: entry(502, 'the answer failed signature verification: bad, stale, replayed, unknown serial, or a `WECHATPAY/SIGNTEST/` probe', 'unknown'),
   UPSTREAM_UNVERIFIED_ERROR: entry(502, 'an error answer without a valid WeChat Pay signature (a proxy may have sent it after forwarding the call); what it said is in `detail.unverified`', 'unknown'),
-  UPSTREAM_BAD_RESPONSE: entry(502, 'a verified answer the gateway cannot use (not JSON, too large)', 'unknown'),
+  UPSTREAM_BAD_RESPONSE: entry(502, 'a verified answer the gateway cannot use (not JSON, too large, an error without WeChat Pay\'s error body)', 'unknown'),
   UPSTREAM_RETRY_LATER: entry(503, 'WeChat Pay answered 202 (accepted, not processed) to every attempt: send the same request again later'),
   OVERLOADED: entry(503, 'the gateway is shedding load'),
   SHUTTING_DOWN: entry(503, 'the gateway is stopping: another replica will take the call'),

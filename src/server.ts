@@ -1,7 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { createLogger } from './logger.js'
-import { ConfigError, loadConfig, type AppConfig } from './plugins/config.js'
+import { ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './plugins/config.js'
 import { KeyError } from './wechat/keys.js'
 
 /** The only module that listens. Loads config, starts the built-in sandbox in sandbox mode, shuts down gracefully. */
@@ -43,11 +44,16 @@ async function main (): Promise<void> {
   const app = await buildApp(appConfig, { logger })
   closers.unshift(() => app.close())
 
-  // On SIGTERM/SIGINT: stop accepting, let calls in flight finish, close the pools; give up after the grace delay.
+  // On SIGTERM/SIGINT: not ready at once, calls still taken for the drain delay, then the listener stops and calls
+  // in flight finish (lifecycle.ts). If the grace period runs out, calls still in flight answer "unknown" first.
   // SIGHUP is not a stop signal here: it reloads the key files (below), and nothing else.
   closeWithGrace({ delay: config.shutdownGraceMs, logger, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err !== undefined) logger.error({ err }, 'shutting down after an error')
-    else logger.info({ signal }, 'shutting down')
+    else logger.info({ signal, drainMs: config.shutdownDrainDelayMs }, 'shutting down: not ready, draining')
+    setTimeout(() => { app.lifecycle.abortCalls() }, Math.max(0, config.shutdownGraceMs - SHUTDOWN_MARGIN_MS)).unref()
+    app.lifecycle.drain()
+    if (err === undefined) await sleep(config.shutdownDrainDelayMs)
+    logger.info('shutting down: no new connections; finishing the calls in flight')
     for (const close of closers) await close()
   })
 

@@ -1,3 +1,4 @@
+import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { auth, testGateway, testSandbox } from './helpers.js'
@@ -79,4 +80,47 @@ t.test('event-loop pressure sheds load with 503', async t => {
   t.equal(res.statusCode, 503)
   t.match(res.json(), { code: 'OVERLOADED' })
   t.equal(res.headers['retry-after'], '1')
+})
+
+t.test('shutdown: calls in flight cut by the grace period answer "unknown"; calls after closing get SHUTTING_DOWN', async t => {
+  const sandbox = await testSandbox(t, { slowMs: 1000 })
+  const { app, logs } = await testGateway(t, { sandbox })
+  const inFlight = app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/SANDBOX_SLOW/pay', headers: { 'content-type': 'application/json', ...auth() }, payload: { sub_mchid: '1900000109' } })
+  await new Promise(resolve => setTimeout(resolve, 200))
+  app.lifecycle.abortCalls()
+  const cut = await inFlight
+  t.equal(cut.statusCode, 502)
+  t.match(cut.json(), { code: 'UPSTREAM_UNAVAILABLE', message: /shutting down/, detail: { outcome: 'unknown' } })
+  t.match(logs.find('operation').at(-1), { status: 502, upstream: { sent: true } }, 'audited')
+
+})
+
+t.test('shutdown: a call answered while closing closes its connection; one that still arrives gets SHUTTING_DOWN', async t => {
+  const sandbox = await testSandbox(t, { slowMs: 800 })
+  const { app } = await testGateway(t, { sandbox })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  // Two calls pipelined on one connection: the first is in flight when closing begins.
+  const call = (path: string) => `POST ${path} HTTP/1.1\r\nHost: gw\r\nAuthorization: ${auth().authorization}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`
+  const answers = new Promise<string>(resolve => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(call('/contracts/SANDBOX_SLOW/fail-notify') + call('/contracts/1/fail-notify')))
+    let text = ''
+    socket.on('data', chunk => { text += chunk.toString() })
+    socket.on('close', () => resolve(text))
+  })
+  await sleep(200)
+  app.lifecycle.stopTaking()
+  const late = await app.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { 'content-type': 'application/json', ...auth() }, payload: {} })
+  t.equal(late.statusCode, 503)
+  t.match(late.json(), { code: 'SHUTTING_DOWN', detail: { outcome: 'not_executed' } })
+  t.equal(late.headers.connection, 'close')
+  const closing = app.close()
+  const text = await answers
+  await closing
+  // The pipelined call was read with the first (before closing began) and is answered before the connection closes.
+  const [first, second] = text.split(/(?=HTTP\/1\.1 )/)
+  t.match(first, /^HTTP\/1\.1 204 No Content\r\n/, 'the call in flight finishes')
+  t.notMatch(first, /connection: close/i, 'its connection stays open for the call behind it')
+  t.match(second, /^HTTP\/1\.1 204 No Content\r\n/, 'which gets its true answer; then the connection is closed (the promise above resolved)')
+  t.equal(sandbox.app.sandbox.requests.length, 2, 'two calls sent, two answered')
 })

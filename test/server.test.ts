@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
+import type { RunningSandbox } from '../src/sandbox/index.js'
 import { secretsOf, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
 
 /** `src/server.ts` as a real process, run with the same TypeScript loader as this test (so coverage counts too). */
@@ -65,30 +66,62 @@ t.test('live mode with a bad key file: a clear error, exit 1', async t => {
   t.match(server.stderr(), /WECHATPAY_PRIVATE_KEY_FILE: .* is not a PEM private key/)
 })
 
-t.test('live mode: SIGTERM during a slow call still answers it, then exits cleanly', async t => {
-  const sandbox = await testSandbox(t, { slowMs: 800 })
-  const s = sandbox.gatewaySettings(3000)
-  const started = Date.now()
-  const server = start(t, {
+/** The settings of a live gateway in front of `sandbox`, as an operator writes them. */
+function liveEnv (sandbox: RunningSandbox, extra: Record<string, string> = {}): Record<string, string> {
+  const s = sandbox.gatewaySettings(0)
+  return {
     WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
     WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
     WECHATPAY_MERCHANT_CERT_FILE: s.merchantCertFile ?? '', WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
-    WECHATPAY_TIMEOUT_MS: '3000', GATEWAY_TOKENS: `billing:${TOKENS.billing}`, SHUTDOWN_GRACE_MS: '5000'
-  })
+    GATEWAY_TOKENS: `billing:${TOKENS.billing}`, ...extra
+  }
+}
+
+t.test('SIGTERM with the default timeout and grace: a 9-second call in flight is answered, then a clean exit', async t => {
+  const sandbox = await testSandbox(t, { slowMs: 9000 })
+  const started = Date.now()
+  // WECHATPAY_TIMEOUT_MS and SHUTDOWN_GRACE_MS as shipped; no drain delay (no load balancer here).
+  const server = start(t, liveEnv(sandbox, { SHUTDOWN_DRAIN_DELAY_MS: '0' }))
   const url = await server.listening
   t.comment(`ready ${Date.now() - started} ms after spawn (tap's TypeScript loader included)`)
   t.equal((await request(`${url}/readyz`)).statusCode, 200)
   t.equal((await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)).statusCode, 204)
 
   const slow = post(url, '/contracts/SANDBOX_SLOW/fail-notify', {}, TOKENS.billing)
-  await new Promise(resolve => setTimeout(resolve, 200))
+  await new Promise(resolve => setTimeout(resolve, 300))
   server.child.kill('SIGTERM')
   const answer = await slow
   t.equal(answer.statusCode, 204, 'the call in flight was answered')
   t.equal(await server.exited, 0, server.out.slice(-4).join('\n') + server.stderr())
-  t.ok(server.out.some(l => l.includes('"msg":"shutting down"') && l.includes('SIGTERM')))
+  t.ok(server.out.some(l => l.includes('"msg":"shutting down: not ready, draining"') && l.includes('SIGTERM')))
+  t.ok(server.out.some(l => l.includes('"msg":"operation"') && l.includes('SANDBOX_SLOW') && l.includes('"status":204')), 'audited')
   const leaks = server.out.filter(l => secretsOf(sandbox).some(secret => l.includes(secret)))
   t.same(leaks, [], 'no key or token in the server log')
+})
+
+t.test('SIGTERM drains: not ready at once, calls still taken for the drain delay, then the listener stops', async t => {
+  const sandbox = await testSandbox(t)
+  const server = start(t, liveEnv(sandbox, { SHUTDOWN_DRAIN_DELAY_MS: '1500', WECHATPAY_TIMEOUT_MS: '2000', SHUTDOWN_GRACE_MS: '8000' }))
+  const url = await server.listening
+  server.child.kill('SIGTERM')
+  await new Promise(resolve => setTimeout(resolve, 200))
+  const ready = await request(`${url}/readyz`)
+  t.equal(ready.statusCode, 503, 'not ready at once: the load balancer moves away')
+  t.match(await ready.body.json(), { problems: ['shutting down'] })
+  const during = await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)
+  t.equal(during.statusCode, 204, 'a call that still arrives is served')
+  t.equal(during.headers.connection, 'close', 'and its connection closed, so the caller reconnects elsewhere')
+  await new Promise(resolve => setTimeout(resolve, 1800))
+  await t.rejects(request(`${url}/healthz`), { code: 'ECONNREFUSED' }, 'after the drain delay: no new connections')
+  t.equal(await server.exited, 0)
+})
+
+t.test('a grace period too short for the longest call is refused at start', async t => {
+  const sandbox = await testSandbox(t)
+  const server = start(t, liveEnv(sandbox, { SHUTDOWN_GRACE_MS: '8000' }))
+  await t.rejects(server.listening)
+  t.equal(await server.exited, 1)
+  t.match(server.stderr(), /SHUTDOWN_GRACE_MS \(8000\) must be at least 19000: SHUTDOWN_DRAIN_DELAY_MS \(5000\) \+ the longest call \(13000 ms: WECHATPAY_TIMEOUT_MS 10000/)
 })
 
 t.test('sandbox mode on a fresh folder: banner, warnings, routes answer; SIGHUP reloads keys', async t => {

@@ -1,6 +1,10 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { operations } from '../wechat/operations.js'
+import { OPERATION_RETRY_POLICY } from '../wechat/retry.js'
+
+/** Time, within the shutdown grace, for the last answers to go out and the process to close. */
+export const SHUTDOWN_MARGIN_MS = 1000
 
 /**
  * Configuration comes from the environment only, is validated once at start and is passed to `buildApp` as a
@@ -60,7 +64,9 @@ export interface Config {
   metrics: boolean
   /** What one client can hold: how long a request may take to arrive, idle keep-alive, connections. */
   http: { requestTimeoutMs: number, keepAliveTimeoutMs: number, maxConnections: number, maxConnectionsPerAddress: number }
-  /** How long graceful shutdown may take before the process exits anyway (below Docker's 10 s stop timeout). */
+  /** SIGTERM: how long the gateway keeps taking calls while not ready (load balancers move away). */
+  shutdownDrainDelayMs: number
+  /** How long a graceful shutdown may take in all: the drain delay, then the longest call, and a margin. */
   shutdownGraceMs: number
 }
 
@@ -114,7 +120,8 @@ const envSchema = z.object({
   GATEWAY_AUTH: z.enum(['on', 'off']).optional(),
   GATEWAY_TOKENS: tokenList.optional(),
   SANDBOX_DIR: z.string().min(1).default('.sandbox'),
-  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(60_000).default(8000),
+  SHUTDOWN_DRAIN_DELAY_MS: z.coerce.number().int().min(0).max(120_000).default(5000),
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
   IDEMPOTENCY_TTL_S: z.coerce.number().int().min(1).max(7 * 24 * 3600).default(24 * 3600),
   IDEMPOTENCY_MAX_KEYS: z.coerce.number().int().min(1).default(100_000),
@@ -198,6 +205,14 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     problems.push('GATEWAY_TOKENS (or GATEWAY_TOKENS_FILE) is required in live mode; set GATEWAY_AUTH=off to run without caller authentication')
   }
   if (e.GATEWAY_AUTH === 'on' && tokens.length === 0) problems.push('GATEWAY_AUTH=on needs GATEWAY_TOKENS')
+  // A call in flight at SIGTERM must be able to finish within the grace period.
+  const longestCall = OPERATION_RETRY_POLICY.budgetMs + e.WECHATPAY_TIMEOUT_MS
+  const needed = e.SHUTDOWN_DRAIN_DELAY_MS + longestCall + SHUTDOWN_MARGIN_MS
+  if (e.SHUTDOWN_GRACE_MS < needed) {
+    problems.push(`SHUTDOWN_GRACE_MS (${e.SHUTDOWN_GRACE_MS}) must be at least ${needed}: SHUTDOWN_DRAIN_DELAY_MS (${e.SHUTDOWN_DRAIN_DELAY_MS}) + the longest call ` +
+      `(${longestCall} ms: WECHATPAY_TIMEOUT_MS ${e.WECHATPAY_TIMEOUT_MS} + the ${OPERATION_RETRY_POLICY.budgetMs} ms retry budget) + ${SHUTDOWN_MARGIN_MS} ms to answer; ` +
+      'otherwise a call in flight at shutdown could be cut off. Set the orchestrator\'s stop timeout above it too')
+  }
   if (problems.length > 0) throw new ConfigError(problems)
 
   return {
@@ -226,6 +241,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
       maxConnections: e.HTTP_MAX_CONNECTIONS,
       maxConnectionsPerAddress: e.HTTP_MAX_CONNECTIONS_PER_ADDRESS
     },
+    shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS
   }
 }

@@ -103,20 +103,24 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
       const owner = request.caller ?? ''
       const key = sha256(`${owner}\n${operation}\n${given}`)
       const fingerprint = sha256(canonical([request.params, request.body]))
-      // A waiting duplicate stops waiting when its caller leaves (the response closes before it is sent).
+      // A waiting duplicate stops waiting when its caller leaves (the response closes before it is sent), or when
+      // the gateway must stop at once.
       const left = new AbortController()
       const onClose = (): void => { left.abort() }
       reply.raw.once('close', onClose)
+      app.lifecycle.signal.addEventListener('abort', onClose, { once: true })
       let claim
       try {
         claim = await store.claim({ key, fingerprint, owner, ttlMs: opts.ttlMs, callMs: opts.callMs, signal: left.signal })
       } catch (err) {
-        if (left.signal.aborted) return reply.hijack()
+        if (left.signal.aborted && reply.raw.destroyed) return reply.hijack()
+        if (left.signal.aborted) throw gatewayError('IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed, and this replica is stopping; retry later', {}, { 'retry-after': '1' })
         // The driver's words go to the log only: they could name the store's address.
         request.log.error({ err: { message: (err as Error).message } }, 'the idempotency store cannot be reached (REDIS_URL)')
         throw unavailable()
       } finally {
         reply.raw.removeListener('close', onClose)
+        app.lifecycle.signal.removeEventListener('abort', onClose)
       }
       switch (claim.kind) {
         case 'conflict':
@@ -159,4 +163,4 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
   })
 }
 
-export default fp(idempotency, { name: 'idempotency', fastify: '5.x', dependencies: ['redis', 'metrics'] })
+export default fp(idempotency, { name: 'idempotency', fastify: '5.x', dependencies: ['redis', 'metrics', 'lifecycle'] })

@@ -19,7 +19,7 @@ const health: FastifyPluginAsyncZod = async (app) => {
   }, async (_request, reply) => {
     const problems = [...app.keyStatus().problems]
     if (app.redis !== null && app.redis.status !== 'ready') problems.push(`redis is ${app.redis.status}`)
-    if (app.closing()) problems.push('shutting down')
+    if (app.lifecycle.state() !== 'serving') problems.push('shutting down')
     return reply.code(problems.length === 0 ? 200 : 503).send({ status: problems.length === 0 ? 'ready' : 'not_ready', problems })
   })
 }

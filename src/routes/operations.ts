@@ -98,7 +98,7 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
         const body = upstreamBody(op, request.body as Record<string, unknown>, app.merchant)
         const trace: CallTrace = {}
         request.upstream = trace
-        const result = await app.wechat.call(op, request.params as Record<string, string>, body, trace).catch((err: GatewayError) => {
+        const result = await app.wechat.call(op, request.params as Record<string, string>, body, trace, app.lifecycle.signal).catch((err: GatewayError) => {
           trace.error = err.code
           throw err
         })

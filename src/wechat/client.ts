@@ -259,7 +259,10 @@ export class WechatPayClient {
           last = { exchange: { answer, verification }, outcome }
         } catch (err) {
           if (err instanceof GatewayError) throw err
-          if (aborted()) throw upstreamError.unavailable('the gateway is shutting down', 'unknown')
+          if (aborted()) {
+            trace.sent = true // perhaps: it was on its way
+            throw upstreamError.unavailable('the gateway is shutting down', 'unknown')
+          }
           const outcome = attemptFailure(err, limit.timedOut())
           if (outcome.kind !== 'not_sent') trace.sent = true
           last = { error: err, outcome }
@@ -357,11 +360,10 @@ function unverifiedError (status: number, raw: Buffer, trace: CallTrace): Gatewa
  * - 429 and 5xx (502 for 5xx): WeChat Pay says it did not do it, and to send it again.
  */
 export function mapErrorAnswer (status: number, error: WechatErrorBody | undefined, trace: CallTrace): GatewayError {
+  // Without WeChat's error body there is no code to go by: unknown.
+  if (error === undefined) return upstreamError.badResponse(`HTTP ${status} without WeChat Pay's error body`)
   const notDone = status === 401 || status === 429 || status >= 500
   const outcome: Outcome = notDone ? 'not_executed' : 'refused'
-  if (error === undefined) {
-    return gatewayError('UPSTREAM_BAD_RESPONSE', `WeChat Pay answered HTTP ${status} without its error body`, { outcome, upstream_status: status })
-  }
   const code = error.code ?? 'UNKNOWN'
   const message = error.message ?? `HTTP ${status} from WeChat Pay`
   if (status === 401) {

@@ -93,7 +93,7 @@ t.test('a bad body gets PARAM_ERROR with WeChat\'s detail shape', async t => {
   const sandbox = await testSandbox(t)
   const res = await call(sandbox, { path: '/v3/partner-papay/contracts/1/notify', body: JSON.stringify({ sp_mchid: '1230000109', sp_appid: 'wx1', sub_mchid: '1', estimated_amount: { amount: 0 } }) })
   t.equal(res.status, 400)
-  t.same(res.json, { code: 'PARAM_ERROR', message: '参数错误', detail: { field: '/estimated_amount/amount', value: 0, issue: 'Too small: expected number to be >0', location: 'body' } })
+  t.same(res.json, { code: 'PARAM_ERROR', message: '参数错误', detail: { field: '/estimated_amount/amount', value: 0, issue: 'must be a positive integer number of fen (分): 1.00 CNY is 100', location: 'body' } })
   const extra = await call(sandbox, { path: '/v3/papay/contracts/1/fail-notify', body: '{"mchid":"1230000109","appid":"wx1","x":1}' })
   t.match(extra.json, { code: 'PARAM_ERROR', detail: { field: '/x', issue: 'unknown field' } })
 })
