@@ -41,11 +41,13 @@ function fieldIssues (err: FastifyError): FieldIssue[] {
  * Any error as the gateway's error. `sent` says whether the call may have reached WeChat Pay, which decides the
  * outcome of an unexpected fault.
  */
-export function toGatewayError (err: FastifyError | GatewayError, sent = false): GatewayError {
+export function toGatewayError (err: FastifyError | GatewayError, sent = false, contentType?: string): GatewayError {
   if (err instanceof GatewayError) return err
   if (hasZodFastifySchemaValidationErrors(err)) return validationError(fieldIssues(err))
   const known = err.code !== undefined ? FASTIFY_CODES[err.code] : undefined
-  if (known === 'UNSUPPORTED_MEDIA_TYPE') return gatewayError(known, `${err.message}: send the body as Content-Type: application/json`)
+  if (known === 'UNSUPPORTED_MEDIA_TYPE') {
+    return gatewayError(known, `Content-Type ${JSON.stringify(contentType ?? '').slice(0, 100)} is not supported: send the body as Content-Type: application/json`)
+  }
   if (known !== undefined) return gatewayError(known, err.message)
   if (err instanceof SyntaxError && err.statusCode === 400) return gatewayError('INVALID_JSON', `Body is not valid JSON: ${err.message}`)
   const status = err.statusCode ?? 500
@@ -56,7 +58,7 @@ export function toGatewayError (err: FastifyError | GatewayError, sent = false):
 
 async function errors (app: FastifyInstance): Promise<void> {
   app.setErrorHandler<FastifyError | GatewayError>((err, request, reply) => {
-    const error = toGatewayError(err, request.upstream?.sent === true)
+    const error = toGatewayError(err, request.upstream?.sent === true, request.headers['content-type'])
     if (error.code === 'INTERNAL_ERROR') request.log.error({ err }, 'unexpected error')
     else if (error.statusCode >= 500) request.log.warn({ code: error.code, detail: error.detail }, error.message)
     if (error.headers !== undefined) void reply.headers(error.headers)
