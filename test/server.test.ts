@@ -1,48 +1,12 @@
 import { spawn } from 'node:child_process'
-import { connect, type Socket } from 'node:net'
+import { connect, createServer, type Socket } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { request } from 'undici'
-import type { RunningSandbox } from '../src/sandbox/index.js'
-import { secretsOf, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
-
-/** `src/server.ts` as a real process, run with the same TypeScript loader as this test (so coverage counts too). */
-function start (t: Test, env: Record<string, string>, opts: { fileLimit?: number } = {}) {
-  const { NODE_ENV: _, ...inherited } = process.env
-  const argv = [process.execPath, ...process.execArgv, 'src/server.ts']
-  // With a file limit, through the shell's ulimit, as an operator's container would set it.
-  const [command, args] = opts.fileLimit === undefined
-    ? [argv[0] as string, argv.slice(1)]
-    : ['bash', ['-c', `ulimit -n ${opts.fileLimit} && exec "$@"`, 'bash', ...argv]]
-  const child = spawn(command, args, {
-    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  const out: string[] = []
-  let err = ''
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  const listening = new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: Buffer) => {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) {
-        out.push(line)
-        const url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line)?.[1]
-        if (url !== undefined && !line.includes('"component":"sandbox"')) resolve(url)
-      }
-    })
-    child.stderr.on('data', (chunk: Buffer) => { err += chunk.toString() })
-    void exited.then(code => reject(new Error(`exited with ${code}: ${err}`)))
-  })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  return { child, out, stderr: () => err, exited, listening }
-}
-
-const post = (url: string, path: string, body: object, token?: string) => request(url + path, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json', ...(token !== undefined && { authorization: `Bearer ${token}` }) },
-  body: JSON.stringify(body)
-})
+import { freePort, secretsOf, testSandbox, TOKENS } from './helpers.js'
+import { liveEnv, post, start } from './process.js'
 
 t.test('live mode without credentials: every problem listed, exit 1', async t => {
   const server = start(t, { WECHATPAY_MODE: 'live' })
@@ -66,64 +30,6 @@ t.test('live mode with a bad key file: a clear error, exit 1', async t => {
   t.match(server.stderr(), /WECHATPAY_PRIVATE_KEY_FILE: .* is not a PEM private key/)
 })
 
-/** The settings of a live gateway in front of `sandbox`, as an operator writes them. */
-function liveEnv (sandbox: RunningSandbox, extra: Record<string, string> = {}): Record<string, string> {
-  const s = sandbox.gatewaySettings(0)
-  return {
-    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
-    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
-    WECHATPAY_MERCHANT_CERT_FILE: s.merchantCertFile ?? '', WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
-    GATEWAY_TOKENS: `billing:${TOKENS.billing}`, ...extra
-  }
-}
-
-t.test('SIGTERM with the default timeout and grace: a 9-second call in flight is answered, then a clean exit', async t => {
-  const sandbox = await testSandbox(t, { slowMs: 9000 })
-  const started = Date.now()
-  // WECHATPAY_TIMEOUT_MS and SHUTDOWN_GRACE_MS as shipped; no drain delay (no load balancer here).
-  const server = start(t, liveEnv(sandbox, { SHUTDOWN_DRAIN_DELAY_MS: '0' }))
-  const url = await server.listening
-  t.comment(`ready ${Date.now() - started} ms after spawn (tap's TypeScript loader included)`)
-  t.equal((await request(`${url}/readyz`)).statusCode, 200)
-  t.equal((await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)).statusCode, 204)
-
-  const slow = post(url, '/contracts/SANDBOX_SLOW/fail-notify', {}, TOKENS.billing)
-  await new Promise(resolve => setTimeout(resolve, 300))
-  server.child.kill('SIGTERM')
-  const answer = await slow
-  t.equal(answer.statusCode, 204, 'the call in flight was answered')
-  t.equal(await server.exited, 0, server.out.slice(-4).join('\n') + server.stderr())
-  t.ok(server.out.some(l => l.includes('"msg":"shutting down: not ready, draining"') && l.includes('SIGTERM')))
-  t.ok(server.out.some(l => l.includes('"msg":"operation"') && l.includes('SANDBOX_SLOW') && l.includes('"status":204')), 'audited')
-  const leaks = server.out.filter(l => secretsOf(sandbox).some(secret => l.includes(secret)))
-  t.same(leaks, [], 'no key or token in the server log')
-})
-
-t.test('SIGTERM drains: not ready at once, calls still taken for the drain delay, then the listener stops', async t => {
-  const sandbox = await testSandbox(t)
-  const server = start(t, liveEnv(sandbox, { SHUTDOWN_DRAIN_DELAY_MS: '1500', WECHATPAY_TIMEOUT_MS: '2000', SHUTDOWN_GRACE_MS: '8000' }))
-  const url = await server.listening
-  server.child.kill('SIGTERM')
-  await new Promise(resolve => setTimeout(resolve, 200))
-  const ready = await request(`${url}/readyz`)
-  t.equal(ready.statusCode, 503, 'not ready at once: the load balancer moves away')
-  t.match(await ready.body.json(), { problems: ['shutting down'] })
-  const during = await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)
-  t.equal(during.statusCode, 204, 'a call that still arrives is served')
-  t.equal(during.headers.connection, 'close', 'and its connection closed, so the caller reconnects elsewhere')
-  await new Promise(resolve => setTimeout(resolve, 1800))
-  await t.rejects(request(`${url}/healthz`), { code: 'ECONNREFUSED' }, 'after the drain delay: no new connections')
-  t.equal(await server.exited, 0)
-})
-
-t.test('a grace period too short for the longest call is refused at start', async t => {
-  const sandbox = await testSandbox(t)
-  const server = start(t, liveEnv(sandbox, { SHUTDOWN_GRACE_MS: '8000' }))
-  await t.rejects(server.listening)
-  t.equal(await server.exited, 1)
-  t.match(server.stderr(), /SHUTDOWN_GRACE_MS \(8000\) must be at least 19000: SHUTDOWN_DRAIN_DELAY_MS \(5000\) \+ the longest call \(13000 ms: WECHATPAY_TIMEOUT_MS 10000/)
-})
-
 t.test('sandbox mode on a fresh folder: banner, warnings, routes answer; SIGHUP reloads keys', async t => {
   const dir = await mkdtemp(join(tmpdir(), 'gw-server-sandbox-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
@@ -145,41 +51,6 @@ t.test('sandbox mode on a fresh folder: banner, warnings, routes answer; SIGHUP 
   t.notOk(server.out.some(l => l.includes('shutting down')))
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
-})
-
-t.test('a replica killed mid-call: the same key on another replica is never run again', async t => {
-  const redis = await testRedis(t, { persist: true })
-  const sandbox = await testSandbox(t, { slowMs: 2000 })
-  const s = sandbox.gatewaySettings(3000)
-  const server = start(t, {
-    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
-    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
-    WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
-    WECHATPAY_TIMEOUT_MS: '3000', GATEWAY_TOKENS: `billing:${TOKENS.billing}`, REDIS_URL: redis.url
-  })
-  const url = await server.listening
-  for (let i = 0; i < 100 && (await request(`${url}/readyz`)).statusCode !== 200; i++) await new Promise(resolve => setTimeout(resolve, 50))
-  const headers = { 'content-type': 'application/json', authorization: `Bearer ${TOKENS.billing}`, 'idempotency-key': 'killed-1' }
-  const body = JSON.stringify({ service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' })
-  const path = '/payscore/partner/serviceorder/SANDBOX_SLOW/pay'
-  const first = request(url + path, { method: 'POST', headers, body }).catch(() => 'no answer')
-  await new Promise(resolve => setTimeout(resolve, 300))
-  // An orchestrator's stop: SIGTERM, then SIGKILL when its timeout (here 1 s) runs out.
-  server.child.kill('SIGTERM')
-  await new Promise(resolve => setTimeout(resolve, 1000))
-  server.child.kill('SIGKILL')
-  await server.exited
-  t.equal(await first, 'no answer', 'the first caller lost its answer with the replica')
-
-  // Another replica, same Redis: it waits for the dead replica's deadline, then says the outcome is unknown.
-  const { app } = await testGateway(t, { sandbox, config: { redisUrl: redis.url } })
-  const again = await app.inject({ method: 'POST', url: path, headers, payload: body })
-  t.equal(again.statusCode, 409)
-  t.match(again.json(), { code: 'IDEMPOTENCY_OUTCOME_UNKNOWN', detail: { outcome: 'unknown' } })
-  const later = await app.inject({ method: 'POST', url: path, headers, payload: body })
-  t.equal(later.json().code, 'IDEMPOTENCY_OUTCOME_UNKNOWN', 'and it stays unknown: the key is never run again')
-  await new Promise(resolve => setTimeout(resolve, 2500))
-  t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
 })
 
 t.test('more connections than open files: refused, and the process lives on', async t => {
@@ -212,7 +83,6 @@ t.test('more connections than open files: refused, and the process lives on', as
 })
 
 t.test('a port in use: the setting to change, exit 1', async t => {
-  const { createServer } = await import('node:net')
   const busy = createServer().listen(0, '127.0.0.1')
   await new Promise(resolve => busy.once('listening', resolve))
   t.teardown(() => { busy.close() })
@@ -223,4 +93,27 @@ t.test('a port in use: the setting to change, exit 1', async t => {
   t.equal(await server.exited, 1)
   t.match(server.stderr(), /PORT: port \d+ on 127\.0\.0\.1 is already in use by another process; set PORT to a free port/)
   t.notMatch(server.stderr(), /at .*\.ts:\d+/, 'no stack trace')
+})
+
+t.test('Redis unreachable at start: the gateway starts not ready, says why, and recovers when Redis comes up', async t => {
+  const sandbox = await testSandbox(t)
+  const port = await freePort()
+  const server = start(t, liveEnv(sandbox, { REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` }))
+  const url = await server.listening
+  const ready = await request(`${url}/readyz`)
+  t.equal(ready.statusCode, 503)
+  t.match(await ready.body.json(), { problems: [/redis is/] })
+  t.ok(server.out.some(l => l.includes(`Redis (REDIS_URL) at 127.0.0.1:${port} cannot be reached`)), 'the log names the setting and the address')
+  t.notOk(server.out.some(l => l.includes('s3cret')), 'never the password')
+  t.equal((await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)).statusCode, 204, 'calls without a key are served meanwhile')
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', 's3cret'], { stdio: 'ignore' })
+  t.teardown(() => { redis.kill('SIGKILL') })
+  let status = 503
+  for (let i = 0; i < 100 && status !== 200; i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    status = (await request(`${url}/readyz`)).statusCode
+  }
+  t.equal(status, 200, 'ready once Redis is up')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
 })

@@ -87,7 +87,7 @@ async function credentials (app: FastifyInstance, opts: CredentialsOptions): Pro
   const memory = new MemoryNonces()
   // Redis outages are logged once by the redis plugin; each fallback is a debug line.
   const nonces = app.redis === null ? memory : new RedisNonces(app.redis, memory, err => {
-    app.log.debug({ err: { message: err.message } }, 'answer nonce checked in memory: Redis cannot be reached')
+    app.log.debug({ reason: err.message }, 'answer nonce checked in memory: Redis cannot be reached')
   })
   const client = new WechatPayClient({
     nonces,
@@ -112,7 +112,7 @@ async function credentials (app: FastifyInstance, opts: CredentialsOptions): Pro
       keys,
       ...(opts.certificateRefreshMs !== undefined && { intervalMs: opts.certificateRefreshMs }),
       ...(opts.certificateMinGapMs !== undefined && { minGapMs: opts.certificateMinGapMs }),
-      onError: err => app.log.error({ err: { message: err.message } }, 'platform certificate download failed'),
+      onError: err => app.log.error({ reason: err.message }, 'platform certificate download failed'),
       onRefresh: serials => app.log.info({ serials }, 'platform certificates updated')
     })
     try {

@@ -78,7 +78,7 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
     try {
       return await write()
     } catch (err) {
-      request.log.warn({ err: { message: (err as Error).message } }, 'recording an Idempotency-Key answer failed; trying again in the background')
+      request.log.warn({ reason: (err as Error).message }, 'recording an Idempotency-Key answer failed; trying again in the background')
     }
     const retry = async (): Promise<void> => {
       for (const wait of retriesMs) {
@@ -116,7 +116,7 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
         if (left.signal.aborted && reply.raw.destroyed) return reply.hijack()
         if (left.signal.aborted) throw gatewayError('IDEMPOTENCY_IN_PROGRESS', 'A request with this Idempotency-Key is still being processed, and this replica is stopping; retry later', {}, { 'retry-after': '1' })
         // The driver's words go to the log only: they could name the store's address.
-        request.log.error({ err: { message: (err as Error).message } }, 'the idempotency store cannot be reached (REDIS_URL)')
+        request.log.error({ reason: (err as Error).message }, 'the idempotency store cannot be reached (REDIS_URL)')
         throw unavailable()
       } finally {
         reply.raw.removeListener('close', onClose)

@@ -32,7 +32,7 @@ async function redis (app: FastifyInstance, opts: { url?: string | undefined }):
   client.on('error', err => {
     if (down) return
     down = true
-    app.log.error({ redis: address, err: { message: err.message } },
+    app.log.error({ redis: address, reason: err.message },
       `Redis (REDIS_URL) at ${address} cannot be reached: calls with an Idempotency-Key get 503 until it is back, rate limits are not enforced, answer nonces are checked in this replica's memory, and /readyz is 503. Check that Redis runs and that REDIS_URL is right`)
   })
   client.on('ready', () => {
