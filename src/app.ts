@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from '@fastify/type-provider-zod'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply } from 'fastify'
 import type { Dispatcher } from 'undici'
@@ -15,6 +16,8 @@ import limits from './plugins/limits.js'
 import metrics from './plugins/metrics.js'
 import redis from './plugins/redis.js'
 import swagger from './plugins/swagger.js'
+import type { Tracing } from './telemetry.js'
+import { traceOf, traceparent, type TraceContext } from './trace-context.js'
 import health from './routes/health.js'
 import operationRoutes, { wrongMethods } from './routes/operations.js'
 
@@ -24,6 +27,8 @@ export interface BuildOptions {
   dispatcher?: Dispatcher
   /** Overrides of the credentials plugin's timings and retry policy (tests). */
   credentials?: Omit<CredentialsOptions, 'wechat' | 'dispatcher'>
+  /** OpenTelemetry, when an OTLP endpoint is configured (telemetry.ts). */
+  tracing?: Tracing
   /** Overrides of the idempotency plugin's timings (tests). */
   idempotency?: Partial<Pick<IdempotencyOptions, 'callMs' | 'recordRetriesMs'>>
 }
@@ -35,6 +40,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** Builds the gateway. Never listens: `server.ts` does, tests use `inject()` or their own listen. */
 export async function buildApp (config: AppConfig, options: BuildOptions) {
+  const traces = new WeakMap<IncomingMessage, TraceContext>()
   const app = Fastify({
     loggerInstance: options.logger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -46,6 +52,12 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     clientErrorHandler,
     // Calls arriving while the gateway closes are answered by the lifecycle plugin, in the gateway's shape.
     return503OnClosing: false,
+    // Every log line of a request carries its trace id (a caller's traceparent continued, or a new trace).
+    childLoggerFactory (logger, bindings, opts, req) {
+      const trace = traceOf(req)
+      traces.set(req, trace)
+      return logger.child({ ...bindings, traceId: trace.traceId }, opts)
+    },
     // Accept the caller's request id when it is safe to log; otherwise make one.
     genReqId: req => {
       const given = req.headers['x-request-id']
@@ -67,8 +79,12 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   // JSON only: a text/plain body is refused with 415 instead of failing validation later.
   app.removeContentTypeParser('text/plain')
 
+  if (options.tracing !== undefined) await app.register(options.tracing.plugin)
+  const { tracing } = options
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id)
+    const trace = traces.get(request.raw)
+    if (trace !== undefined) void reply.header('traceparent', traceparent(trace, tracing?.spanId(request)))
     const given = request.headers['x-request-id']
     if (given !== undefined && given !== request.id) {
       request.log.warn({ given: JSON.stringify(given).slice(0, 200) }, 'x-request-id ignored: it must be 1-128 of A-Z a-z 0-9 . _ : -; this request\'s id is reqId')

@@ -25,10 +25,20 @@ async function main (): Promise<void> {
   if (config.mode === 'sandbox') {
     // Loaded only in sandbox mode: nothing of the simulator exists in a live process.
     const { startSandbox } = await import('./sandbox/index.js')
-    const sandbox = await startSandbox({ dir: config.sandbox.dir, host: '127.0.0.1', port: 0, logger: logger.child({ component: 'sandbox' }) })
+    const s = config.sandbox
+    const sandbox = await startSandbox({
+      dir: s.SANDBOX_DIR,
+      host: '127.0.0.1',
+      port: 0,
+      logger: logger.child({ component: 'sandbox' }),
+      keyMode: s.SANDBOX_KEY_MODE,
+      slowMs: s.SANDBOX_SLOW_MS,
+      bench: s.SANDBOX_BENCH === '1',
+      overrides: { mchid: s.SANDBOX_MCHID, appid: s.SANDBOX_APPID, merchantSerial: s.SANDBOX_MERCHANT_SERIAL, publicKeyId: s.SANDBOX_PUBLIC_KEY_ID }
+    })
     closers.push(() => sandbox.close())
     appConfig = { ...config, wechat: sandbox.gatewaySettings(config.upstreamTimeoutMs) }
-    logger.warn({ sandbox: sandbox.url, dir: config.sandbox.dir, mchid: appConfig.wechat.mchid },
+    logger.warn({ sandbox: sandbox.url, dir: s.SANDBOX_DIR, keyMode: s.SANDBOX_KEY_MODE, mchid: appConfig.wechat.mchid },
       '*** SANDBOX MODE: calls go to the built-in WeChat Pay simulator, not to WeChat Pay. Set WECHATPAY_MODE=live (or NODE_ENV=production) with real credentials for production. ***')
   } else if (config.wechat !== undefined) {
     appConfig = { ...config, wechat: config.wechat }
@@ -41,8 +51,18 @@ async function main (): Promise<void> {
     logger.warn('caller authentication is OFF: any caller that can reach this port can use the operations' +
       (config.mode === 'sandbox' ? ' (sandbox mode without GATEWAY_TOKENS)' : ' (GATEWAY_AUTH=off)'))
   }
-  const app = await buildApp(appConfig, { logger })
+  // OpenTelemetry only when an OTLP endpoint is configured: otherwise none of its modules is loaded.
+  const tracing = config.tracing ? (await import('./telemetry.js')).startTracing() : undefined
+  const app = await buildApp(appConfig, { logger, ...(tracing !== undefined && { tracing }) })
   closers.unshift(() => app.close())
+  if (tracing !== undefined) {
+    logger.info('OpenTelemetry tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT)')
+    // Last: the final spans are flushed, for at most a second; an unreachable collector is logged, never waited on.
+    closers.push(async () => {
+      const flushed = tracing.shutdown().catch(err => { logger.warn({ reason: (err as Error).message }, 'the last spans could not be exported') })
+      await Promise.race([flushed, sleep(SHUTDOWN_MARGIN_MS)])
+    })
+  }
 
   // On SIGTERM/SIGINT: not ready at once, calls still taken for the drain delay, then the listener stops and calls
   // in flight finish (lifecycle.ts). If the grace period runs out, calls still in flight answer "unknown" first.

@@ -27,7 +27,7 @@ function problems (env: Record<string, string>): string[] {
 
 t.test('defaults: sandbox mode, port 3000, the real WeChat Pay host', async t => {
   const config = loadConfig({})
-  t.match(config, { mode: 'sandbox', host: '0.0.0.0', port: 3000, logLevel: 'info', docs: true, auth: { enabled: false, tokens: [] }, sandbox: { dir: '.sandbox' }, upstreamTimeoutMs: 10_000 })
+  t.match(config, { mode: 'sandbox', host: '0.0.0.0', port: 3000, logLevel: 'info', docs: true, auth: { enabled: false, tokens: [] }, sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000 }, upstreamTimeoutMs: 10_000 })
   t.equal(config.wechat, undefined, 'credentials come from the sandbox')
   t.equal(loadConfig({ NODE_ENV: 'production', ...live, WECHATPAY_MODE: '' }).mode, 'live', 'production means live')
 })

@@ -82,7 +82,7 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
     docs: true,
     wechat,
     auth: { enabled: true, tokens: [{ name: 'billing', token: TOKENS.billing }, { name: 'orders', token: TOKENS.orders, operations: ['payscorePartnerCollect'] }] },
-    sandbox: { dir: '.sandbox' },
+    sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_PORT: 8080, SANDBOX_HOST: '127.0.0.1', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000, SANDBOX_BENCH: '0' },
     upstreamTimeoutMs: wechat.timeoutMs,
     shutdownDrainDelayMs: 0,
     shutdownGraceMs: 20_000,
@@ -91,6 +91,7 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
     rateLimit: { max: 0, windowMs: 1000 },
     maxEventLoopDelayMs: 0,
     metrics: true,
+    tracing: false,
     http: { requestTimeoutMs: 10_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxConnectionsPerAddress: 512 },
     ...overrides
   }

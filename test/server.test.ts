@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { createServer as createHttpServer } from 'node:http'
 import { connect, createServer, type Socket } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -114,6 +115,44 @@ t.test('Redis unreachable at start: the gateway starts not ready, says why, and 
     status = (await request(`${url}/readyz`)).statusCode
   }
   t.equal(status, 200, 'ready once Redis is up')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+})
+
+t.test('OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on; the last spans are flushed at shutdown', async t => {
+  const names: string[] = []
+  const receiver = createHttpServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<{ name: string }> }> }> }
+      for (const r of body.resourceSpans) for (const s of r.scopeSpans) names.push(...s.spans.map(span => span.name))
+      res.writeHead(200).end('{}')
+    })
+  })
+  await new Promise<void>(resolve => receiver.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { receiver.close() })
+  const dir = await mkdtemp(join(tmpdir(), 'gw-server-otel-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const server = start(t, { SANDBOX_DIR: dir, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(receiver.address() as { port: number }).port}` })
+  const url = await server.listening
+  t.ok(server.out.some(l => l.includes('OpenTelemetry tracing is on')))
+  t.equal((await post(url, '/contracts/1/fail-notify', {})).statusCode, 204)
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+  t.ok(names.includes('POST /contracts/:contract_id/fail-notify'), `exported: ${names.join(', ')}`)
+})
+
+t.test('npm start honours the sandbox settings: key mode and slow fault', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gw-server-sandbox-settings-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const server = start(t, { SANDBOX_DIR: dir, SANDBOX_KEY_MODE: 'certificate', SANDBOX_SLOW_MS: '200' })
+  const url = await server.listening
+  t.ok(server.out.some(l => l.includes('SANDBOX MODE') && l.includes('"keyMode":"certificate"')))
+  t.ok(server.out.some(l => l.includes('platform certificates updated')), 'certificate mode: the gateway downloaded the platform certificates')
+  const started = Date.now()
+  t.equal((await post(url, '/contracts/SANDBOX_SLOW/fail-notify', {})).statusCode, 204)
+  t.ok(Date.now() - started < 5000, 'SANDBOX_SLOW_MS applies (not the 15 s default)')
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 0)
 })

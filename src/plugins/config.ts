@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import { sandboxSettings, type SandboxSettings } from '../sandbox/settings.js'
 import { operations } from '../wechat/operations.js'
 import { OPERATION_RETRY_POLICY } from '../wechat/retry.js'
 
@@ -49,7 +50,8 @@ export interface Config {
   /** Undefined until the sandbox supplies its credentials (sandbox mode only). */
   wechat?: WechatConfig
   auth: { enabled: boolean, tokens: CallerToken[] }
-  sandbox: { dir: string }
+  /** The simulator's settings, for sandbox mode (the same as `npm run sandbox` reads). */
+  sandbox: SandboxSettings
   /** WECHATPAY_TIMEOUT_MS, kept apart for sandbox mode, where the rest of `wechat` comes from the sandbox. */
   upstreamTimeoutMs: number
   /** Shared state for several replicas (idempotency keys, rate limits); in memory when absent. */
@@ -62,6 +64,8 @@ export interface Config {
   /** Above this event-loop delay the gateway sheds load with 503. */
   maxEventLoopDelayMs: number
   metrics: boolean
+  /** OpenTelemetry export: on when an OTLP endpoint is set (the exporter reads the OTEL_EXPORTER_OTLP_* variables). */
+  tracing: boolean
   /** What one client can hold: how long a request may take to arrive, idle keep-alive, connections. */
   http: { requestTimeoutMs: number, keepAliveTimeoutMs: number, maxConnections: number, maxConnectionsPerAddress: number }
   /** SIGTERM: how long the gateway keeps taking calls while not ready (load balancers move away). */
@@ -98,7 +102,7 @@ const tokenList = z.string().transform((value, ctx): CallerToken[] => {
   return tokens
 })
 
-const envSchema = z.object({
+const envSchema = sandboxSettings.extend({
   NODE_ENV: z.string().optional(),
   WECHATPAY_MODE: z.enum(['live', 'sandbox']).optional(),
   WECHATPAY_BASE_URL: url.default('https://api.mch.weixin.qq.com'),
@@ -119,7 +123,6 @@ const envSchema = z.object({
   GATEWAY_DOCS: z.enum(['on', 'off']).default('on'),
   GATEWAY_AUTH: z.enum(['on', 'off']).optional(),
   GATEWAY_TOKENS: tokenList.optional(),
-  SANDBOX_DIR: z.string().min(1).default('.sandbox'),
   SHUTDOWN_DRAIN_DELAY_MS: z.coerce.number().int().min(0).max(120_000).default(5000),
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
@@ -130,6 +133,8 @@ const envSchema = z.object({
   RATE_LIMIT_WINDOW_MS: z.coerce.number().int().min(100).default(1000),
   MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(1000),
   GATEWAY_METRICS: z.enum(['on', 'off']).default('on'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: url.optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: url.optional(),
   HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
   HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
   HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
@@ -223,7 +228,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     docs: e.GATEWAY_DOCS === 'on',
     ...(wechat !== undefined && { wechat }),
     auth: { enabled: !authOff && tokens.length > 0, tokens },
-    sandbox: { dir: e.SANDBOX_DIR },
+    sandbox: Object.fromEntries(Object.entries(e).filter(([k]) => k.startsWith('SANDBOX_'))) as SandboxSettings,
     upstreamTimeoutMs: e.WECHATPAY_TIMEOUT_MS,
     ...(e.REDIS_URL !== undefined && { redisUrl: e.REDIS_URL }),
     idempotencyTtlMs: e.IDEMPOTENCY_TTL_S * 1000,
@@ -235,6 +240,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     rateLimit: { max: e.RATE_LIMIT_MAX, windowMs: e.RATE_LIMIT_WINDOW_MS },
     maxEventLoopDelayMs: e.MAX_EVENT_LOOP_DELAY_MS,
     metrics: e.GATEWAY_METRICS === 'on',
+    tracing: e.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined,
     http: {
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
       keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,

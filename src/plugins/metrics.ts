@@ -30,7 +30,14 @@ export interface MetricsOptions {
 async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<void> {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  const requests = new Counter({ name: 'wechatpay_gateway_requests_total', help: 'Requests answered, by route, method and status', labelNames: ['route', 'method', 'status'], registers: [registry] })
+  const requests = new Counter({ name: 'wechatpay_gateway_requests_total', help: 'Requests answered, by route, method, status and caller (a configured caller, anonymous, unauthenticated or other)', labelNames: ['route', 'method', 'status', 'caller'], registers: [registry] })
+  const durations = new Histogram({
+    name: 'wechatpay_gateway_request_duration_seconds',
+    help: 'Time from a request\'s arrival to its answer, by route and status (the gateway and WeChat Pay together)',
+    labelNames: ['route', 'status'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry]
+  })
   const upstream = new Histogram({
     name: 'wechatpay_gateway_upstream_duration_seconds',
     help: 'Calls to WeChat Pay (all attempts), by operation and outcome code (WeChat\'s code, the gateway\'s error code, or OK)',
@@ -44,11 +51,14 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
   const replays = new Counter({ name: 'wechatpay_gateway_idempotent_replays_total', help: 'Answers replayed for a repeated Idempotency-Key', labelNames: ['operation'], registers: [registry] })
   new Gauge({ // eslint-disable-line no-new
     name: 'wechatpay_gateway_platform_certificate_expiry_seconds',
-    help: 'Seconds until the nearest platform certificate expires (certificate mode only)',
+    help: 'Seconds until the nearest platform certificate of a merchant expires; only merchants that have platform certificates',
+    labelNames: ['merchant'],
     registers: [registry],
     collect () {
+      // Reported only where certificates exist: a 0 for a public-key merchant would fire an expiry alert for ever.
+      this.reset()
       const seconds = app.hasDecorator('keyStatus') ? app.keyStatus().certificateExpirySeconds : undefined
-      if (seconds !== undefined) this.set(Math.round(seconds))
+      if (seconds !== undefined) this.set({ merchant: app.merchant.mchid }, Math.round(seconds))
     }
   })
 
@@ -59,7 +69,9 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
   app.decorate('metrics', { registry, replays, idempotencyFull, callerLabel })
 
   whenAnswered(app, (request, reply) => {
-    requests.inc({ route: request.routeOptions.url ?? 'unmatched', method: request.method, status: reply.statusCode })
+    const route = request.routeOptions.url ?? 'unmatched'
+    requests.inc({ route, method: request.method, status: reply.statusCode, caller: callerLabel(request.caller) })
+    durations.observe({ route, status: reply.statusCode }, reply.elapsedTime / 1000)
     const trace = request.upstream
     const operation = request.routeOptions.config.operation
     if (trace === null || operation === undefined || trace.ms === undefined) return

@@ -215,7 +215,8 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
         'user-agent': request.headers['user-agent'],
         accept: request.headers.accept,
         'content-type': request.headers['content-type'],
-        'wechatpay-serial': request.headers['wechatpay-serial'] as string | undefined
+        'wechatpay-serial': request.headers['wechatpay-serial'] as string | undefined,
+        traceparent: request.headers.traceparent as string | undefined
       },
       body: raw.toString('utf8')
     }

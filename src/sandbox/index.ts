@@ -43,6 +43,7 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
     url,
     identity,
     app,
+    // The keys a merchant in this key mode has: the public key, the APIv3 key (platform certificates), or both.
     gatewaySettings: timeoutMs => ({
       baseUrl: url,
       mchid: json.mchid,
@@ -50,8 +51,8 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
       merchantSerial: json.merchant_serial,
       privateKeyFile: path(json.merchant_private_key_file),
       merchantCertFile: path(json.merchant_cert_file),
-      publicKeyId: json.wechatpay_public_key_id,
-      publicKeyFile: path(json.wechatpay_public_key_file),
+      ...(app.sandbox.keyMode !== 'certificate' && { publicKeyId: json.wechatpay_public_key_id, publicKeyFile: path(json.wechatpay_public_key_file) }),
+      ...(app.sandbox.keyMode !== 'public-key' && { apiv3Key: json.apiv3_key }),
       timeoutMs
     }),
     close: () => app.close()

@@ -2,20 +2,11 @@ import closeWithGrace from 'close-with-grace'
 import { z } from 'zod'
 import { createLogger } from '../logger.js'
 import { startSandbox } from './index.js'
+import { sandboxSettings } from './settings.js'
 
 /** `npm run sandbox`: the simulator alone, e.g. for an official SDK or the Compose file. */
 
-const env = z.object({
-  SANDBOX_DIR: z.string().min(1).default('.sandbox'),
-  SANDBOX_PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
-  SANDBOX_HOST: z.string().min(1).default('127.0.0.1'),
-  SANDBOX_KEY_MODE: z.enum(['public-key', 'certificate', 'migration']).default('public-key'),
-  SANDBOX_SLOW_MS: z.coerce.number().int().min(0).default(15_000),
-  SANDBOX_BENCH: z.enum(['0', '1']).default('0'),
-  SANDBOX_MCHID: z.string().regex(/^\d{1,32}$/).optional(),
-  SANDBOX_APPID: z.string().regex(/^[0-9A-Za-z_-]{1,32}$/).optional(),
-  SANDBOX_MERCHANT_SERIAL: z.string().regex(/^[0-9A-Fa-f]{8,40}$/).optional(),
-  SANDBOX_PUBLIC_KEY_ID: z.string().regex(/^PUB_KEY_ID_\d+$/).optional(),
+const env = sandboxSettings.extend({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
 }).safeParse(process.env)
 
