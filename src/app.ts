@@ -4,7 +4,7 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from '@fa
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply } from 'fastify'
 import type { Dispatcher } from 'undici'
 import { validationError } from './errors.js'
-import type { AppConfig } from './plugins/config.js'
+import type { AppConfig } from './config.js'
 import { whenAnswered } from './plugins/answered.js'
 import auth from './plugins/auth.js'
 import connections, { clientErrorHandler } from './plugins/connections.js'

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { createLogger } from './logger.js'
-import { ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './plugins/config.js'
+import { ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
 import { KeyError } from './wechat/keys.js'
 
 /** The only module that listens. Loads config, starts the built-in sandbox in sandbox mode, shuts down gracefully. */

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { ConfigError, loadConfig } from '../src/plugins/config.js'
+import { ConfigError, loadConfig } from '../src/config.js'
 import { fixture } from './helpers.js'
 
 const live = {

@@ -6,7 +6,7 @@ import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { buildApp, type BuildOptions } from '../src/app.js'
 import { createLogger } from '../src/logger.js'
-import type { AppConfig, WechatConfig } from '../src/plugins/config.js'
+import type { AppConfig, WechatConfig } from '../src/config.js'
 import type { KeyMode } from '../src/sandbox/app.js'
 import { startSandbox, type RunningSandbox } from '../src/sandbox/index.js'
 

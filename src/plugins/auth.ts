@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { gatewayError } from '../errors.js'
-import type { CallerToken } from './config.js'
+import type { CallerToken } from '../config.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -9,7 +9,7 @@ import { MemoryNonces, RedisNonces } from '../wechat/nonces.js'
 import { checkMerchantCertificate, exposedFile, KeyError, KeyRing, loadPrivateKey, loadPublicKey, sameKey } from '../wechat/keys.js'
 import type { RetryPolicy } from '../wechat/retry.js'
 import type { MerchantIdentity } from '../wechat/signer.js'
-import type { WechatConfig } from './config.js'
+import type { WechatConfig } from '../config.js'
 
 export interface KeyStatus {
   /** Problems that make the gateway not ready (empty when ready). */

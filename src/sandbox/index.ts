@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { WechatConfig } from '../plugins/config.js'
+import type { WechatConfig } from '../config.js'
 import { buildSandbox, type KeyMode } from './app.js'
 import { ensureIdentity, type IdentityOverrides, type SandboxIdentity } from './identity.js'
 

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
-import { sandboxSettings, type SandboxSettings } from '../sandbox/settings.js'
-import { operations } from '../wechat/operations.js'
-import { OPERATION_RETRY_POLICY } from '../wechat/retry.js'
+import { sandboxSettings, type SandboxSettings } from './sandbox/settings.js'
+import { operations } from './wechat/operations.js'
+import { OPERATION_RETRY_POLICY } from './wechat/retry.js'
 
 /** Time, within the shutdown grace, for the last answers to go out and the process to close. */
 export const SHUTDOWN_MARGIN_MS = 1000
