@@ -8,7 +8,7 @@ import type { AppConfig } from './config.js'
 import { whenAnswered } from './plugins/answered.js'
 import auth from './plugins/auth.js'
 import connections, { clientErrorHandler } from './plugins/connections.js'
-import credentials, { type CredentialsOptions } from './plugins/credentials.js'
+import merchants, { type MerchantsOptions } from './plugins/merchants.js'
 import errors from './plugins/errors.js'
 import idempotency, { type IdempotencyOptions } from './plugins/idempotency.js'
 import lifecycle from './plugins/lifecycle.js'
@@ -25,8 +25,8 @@ export interface BuildOptions {
   logger: FastifyBaseLogger
   /** Replaces the upstream connection pools (e.g. undici's MockAgent). */
   dispatcher?: Dispatcher
-  /** Overrides of the credentials plugin's timings and retry policy (tests). */
-  credentials?: Omit<CredentialsOptions, 'wechat' | 'dispatcher'>
+  /** Overrides of the merchants plugin's timings and retry policy (tests). */
+  merchants?: Omit<MerchantsOptions, 'merchants' | 'timeoutMs' | 'dispatcher'>
   /** OpenTelemetry, when an OTLP endpoint is configured (telemetry.ts). */
   tracing?: Tracing
   /** Overrides of the idempotency plugin's timings (tests). */
@@ -102,6 +102,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
       ...(callerGone && { callerGone }),
       ...(operation !== undefined && {
         caller: request.caller,
+        merchant: request.profile?.name,
         operation,
         params: request.params,
         idempotencyKey: request.headers['idempotency-key'],
@@ -120,9 +121,10 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   await app.register(limits, { rateLimit: config.rateLimit, maxEventLoopDelayMs: config.maxEventLoopDelayMs })
   if (config.docs) await app.register(swagger, { ui: true })
   await app.register(redis, { url: config.redisUrl })
-  await app.register(credentials, {
-    ...options.credentials,
-    wechat: config.wechat,
+  await app.register(merchants, {
+    ...options.merchants,
+    merchants: config.merchants,
+    timeoutMs: config.upstream.timeoutMs,
     ...(options.dispatcher !== undefined && { dispatcher: options.dispatcher })
   })
   await app.register(auth, config.auth)

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import { impliedKeyMode, keyModeProblems, loadMerchantsFile } from './merchants-file.js'
 import { sandboxSettings, type SandboxSettings } from './sandbox/settings.js'
 import { operations } from './wechat/operations.js'
+import type { MerchantConfig } from './wechat/profile.js'
 import { OPERATION_RETRY_POLICY } from './wechat/retry.js'
 
 /** Time, within the shutdown grace, for the last answers to go out and the process to close. */
@@ -25,20 +27,8 @@ export interface CallerToken {
   token: string
   /** Operation ids this caller may use; undefined = all. */
   operations?: string[]
-}
-
-export interface WechatConfig {
-  baseUrl: string
-  backupBaseUrl?: string
-  mchid: string
-  appid?: string
-  merchantSerial: string
-  privateKeyFile: string
-  merchantCertFile?: string
-  publicKeyId?: string
-  publicKeyFile?: string
-  apiv3Key?: string
-  timeoutMs: number
+  /** Merchant profiles (by name) this caller may use; undefined = all. */
+  merchants?: string[]
 }
 
 export interface Config {
@@ -47,13 +37,13 @@ export interface Config {
   port: number
   logLevel: string
   docs: boolean
-  /** Undefined until the sandbox supplies its credentials (sandbox mode only). */
-  wechat?: WechatConfig
+  /** The merchant profiles (WECHATPAY_MERCHANTS_FILE, or the single-merchant settings); in sandbox mode, the sandbox's. */
+  merchants: MerchantConfig[]
+  /** Where every profile calls WeChat Pay unless it says otherwise, and the longest one attempt may take. */
+  upstream: { baseUrl: string, backupBaseUrl?: string, timeoutMs: number }
   auth: { enabled: boolean, tokens: CallerToken[] }
   /** The simulator's settings, for sandbox mode (the same as `npm run sandbox` reads). */
   sandbox: SandboxSettings
-  /** WECHATPAY_TIMEOUT_MS, kept apart for sandbox mode, where the rest of `wechat` comes from the sandbox. */
-  upstreamTimeoutMs: number
   /** Shared state for several replicas (idempotency keys, rate limits); in memory when absent. */
   redisUrl?: string
   idempotencyTtlMs: number
@@ -74,7 +64,7 @@ export interface Config {
   shutdownGraceMs: number
 }
 
-export type AppConfig = Config & { wechat: WechatConfig }
+export type AppConfig = Config
 
 /** Settings that hold secrets; each also reads from `NAME_FILE`. */
 const SECRET_SETTINGS = ['WECHATPAY_APIV3_KEY', 'GATEWAY_TOKENS', 'REDIS_URL'] as const
@@ -83,28 +73,52 @@ const operationIds = new Set(operations.map(op => op.id))
 const optionalText = z.string().trim().min(1).optional()
 const url = z.url({ protocol: /^https?$/ }).transform(u => u.replace(/\/+$/, ''))
 
+/**
+ * GATEWAY_TOKENS: `name:token[:operations[:merchants]]`, comma or newline separated; each list `|`-separated, and
+ * `*` (or nothing) for all. E.g. `billing:TOKEN:papayFailNotify|payscorePartnerCollect:brand-a|brand-b`.
+ */
 const tokenList = z.string().transform((value, ctx): CallerToken[] => {
   const tokens: CallerToken[] = []
+  const list = (text: string | undefined): string[] | undefined => {
+    const items = text?.split('|').map(s => s.trim()).filter(Boolean)
+    return items === undefined || items.length === 0 || items.includes('*') ? undefined : items
+  }
   for (const [i, entry] of value.split(/[,\n]/).map(e => e.trim()).filter(Boolean).entries()) {
-    const [name = '', token = '', ops] = entry.split(':')
+    const [name = '', token = '', ops, merchants, ...extra] = entry.split(':')
     // Messages name the entry by position, and by caller name only when it is one: a mistyped entry may be a token.
     const validName = /^[A-Za-z0-9_.-]{1,64}$/.test(name) && entry.includes(':')
     const where = validName ? `entry ${i + 1} (${name})` : `entry ${i + 1}`
-    if (!validName) ctx.addIssue({ code: 'custom', message: `${where}: expected name:token[:operations], the caller name 1-64 of A-Z a-z 0-9 _ . -` })
+    if (!validName || extra.length > 0) ctx.addIssue({ code: 'custom', message: `${where}: expected name:token[:operations[:merchants]], the caller name 1-64 of A-Z a-z 0-9 _ . -` })
     if (token.length < 16) ctx.addIssue({ code: 'custom', message: `${where}: the token must have at least 16 characters` })
-    const allowed = ops?.split('|').filter(Boolean)
+    const allowed = list(ops)
     if (allowed?.some(op => !operationIds.has(op)) === true) {
       ctx.addIssue({ code: 'custom', message: `${where}: unknown operation in the list (known: ${[...operationIds].join(', ')})` })
     }
     if (tokens.some(t => t.name === name)) ctx.addIssue({ code: 'custom', message: `${where}: caller ${name} is listed twice` })
-    tokens.push(allowed === undefined ? { name, token } : { name, token, operations: allowed })
+    const profiles = list(merchants)
+    tokens.push({ name, token, ...(allowed !== undefined && { operations: allowed }), ...(profiles !== undefined && { merchants: profiles }) })
   }
   return tokens
 })
 
+/** Callers limited to merchant profiles that do not exist: a start error (the sandbox's profiles are checked too). */
+export function checkCallerMerchants (tokens: CallerToken[], merchants: MerchantConfig[]): void {
+  const names = new Set(merchants.map(m => m.name))
+  const problems = tokens.flatMap(t => (t.merchants ?? []).filter(m => !names.has(m))
+    .map(m => `GATEWAY_TOKENS: caller ${t.name} is limited to merchant ${m}, which is not a profile of this gateway (known: ${[...names].join(', ')})`))
+  if (problems.length > 0) throw new ConfigError(problems)
+}
+
+/** The single-merchant settings: one profile, named `default`, that serves both kinds of operation. */
+const SINGLE_MERCHANT = ['WECHATPAY_MCHID', 'WECHATPAY_APPID', 'WECHATPAY_MERCHANT_SERIAL', 'WECHATPAY_PRIVATE_KEY_FILE',
+  'WECHATPAY_MERCHANT_CERT_FILE', 'WECHATPAY_PUBLIC_KEY_ID', 'WECHATPAY_PUBLIC_KEY_FILE', 'WECHATPAY_APIV3_KEY', 'WECHATPAY_KEY_MODE'] as const
+
 const envSchema = sandboxSettings.extend({
   NODE_ENV: z.string().optional(),
   WECHATPAY_MODE: z.enum(['live', 'sandbox']).optional(),
+  WECHATPAY_MERCHANTS_FILE: optionalText,
+  WECHATPAY_MERCHANT_TYPE: z.enum(['direct', 'partner']).optional(),
+  WECHATPAY_KEY_MODE: z.enum(['public-key', 'certificate', 'migration']).optional(),
   WECHATPAY_BASE_URL: url.default('https://api.mch.weixin.qq.com'),
   WECHATPAY_BACKUP_BASE_URL: url.optional(),
   WECHATPAY_MCHID: z.string().regex(/^[0-9]{1,32}$/, 'must be 1-32 digits').optional(),
@@ -163,6 +177,51 @@ function resolveSecretFiles (env: Env, problems: string[]): Env {
   return out
 }
 
+type Parsed = z.infer<typeof envSchema>
+
+/** The profile the WECHATPAY_* single-merchant settings describe (what one deployment held before profiles). */
+function singleMerchant (e: Parsed, upstream: Config['upstream'], problems: string[]): MerchantConfig | undefined {
+  const before = problems.length
+  const required = ['WECHATPAY_MCHID', 'WECHATPAY_MERCHANT_SERIAL', 'WECHATPAY_PRIVATE_KEY_FILE'] as const
+  for (const name of required) if (e[name] === undefined) problems.push(`${name} is required in live mode (or WECHATPAY_MERCHANTS_FILE)`)
+  if ((e.WECHATPAY_PUBLIC_KEY_ID === undefined) !== (e.WECHATPAY_PUBLIC_KEY_FILE === undefined)) {
+    problems.push('WECHATPAY_PUBLIC_KEY_ID and WECHATPAY_PUBLIC_KEY_FILE go together: set both or neither')
+  }
+  const has = { publicKey: e.WECHATPAY_PUBLIC_KEY_ID !== undefined, apiv3Key: e.WECHATPAY_APIV3_KEY !== undefined }
+  const keyMode = e.WECHATPAY_KEY_MODE ?? impliedKeyMode(has.publicKey, has.apiv3Key)
+  problems.push(...keyModeProblems('', keyMode, has, {
+    publicKey: 'WECHATPAY_PUBLIC_KEY_ID + WECHATPAY_PUBLIC_KEY_FILE', apiv3Key: 'WECHATPAY_APIV3_KEY', keyMode: 'WECHATPAY_KEY_MODE'
+  }))
+  if (e.WECHATPAY_PUBLIC_KEY_ID !== undefined && e.WECHATPAY_PUBLIC_KEY_ID === e.WECHATPAY_MERCHANT_SERIAL) {
+    problems.push('WECHATPAY_PUBLIC_KEY_ID equals the merchant serial: the merchant\'s own key cannot verify WeChat Pay\'s answers')
+  }
+  if (problems.length > before || e.WECHATPAY_MCHID === undefined || e.WECHATPAY_MERCHANT_SERIAL === undefined ||
+    e.WECHATPAY_PRIVATE_KEY_FILE === undefined || keyMode === undefined) return undefined
+  return {
+    name: 'default',
+    // Type `direct` unless WECHATPAY_MERCHANT_TYPE says otherwise, but both kinds of operation, as before profiles.
+    types: e.WECHATPAY_MERCHANT_TYPE === 'partner' ? ['partner', 'direct'] : ['direct', 'partner'],
+    mchid: e.WECHATPAY_MCHID,
+    ...(e.WECHATPAY_APPID !== undefined && { appid: e.WECHATPAY_APPID }),
+    merchantSerial: e.WECHATPAY_MERCHANT_SERIAL.toUpperCase(),
+    privateKeyFile: e.WECHATPAY_PRIVATE_KEY_FILE,
+    ...(e.WECHATPAY_MERCHANT_CERT_FILE !== undefined && { merchantCertFile: e.WECHATPAY_MERCHANT_CERT_FILE }),
+    keyMode,
+    ...(e.WECHATPAY_PUBLIC_KEY_ID !== undefined && { publicKeyId: e.WECHATPAY_PUBLIC_KEY_ID }),
+    ...(e.WECHATPAY_PUBLIC_KEY_FILE !== undefined && { publicKeyFile: e.WECHATPAY_PUBLIC_KEY_FILE }),
+    ...(e.WECHATPAY_APIV3_KEY !== undefined && { apiv3Key: e.WECHATPAY_APIV3_KEY }),
+    baseUrl: upstream.baseUrl,
+    ...(upstream.backupBaseUrl !== undefined && { backupBaseUrl: upstream.backupBaseUrl }),
+    labels: {
+      privateKeyFile: 'WECHATPAY_PRIVATE_KEY_FILE',
+      merchantCertFile: 'WECHATPAY_MERCHANT_CERT_FILE',
+      merchantSerial: 'WECHATPAY_MERCHANT_SERIAL',
+      publicKeyFile: 'WECHATPAY_PUBLIC_KEY_FILE',
+      apiv3Key: 'WECHATPAY_APIV3_KEY'
+    }
+  }
+}
+
 export function loadConfig (rawEnv: Env = process.env): Config {
   const problems: string[] = []
   const env = resolveSecretFiles(rawEnv, problems)
@@ -174,33 +233,21 @@ export function loadConfig (rawEnv: Env = process.env): Config {
   const e = parsed.data
   const mode = e.WECHATPAY_MODE ?? (e.NODE_ENV === 'production' ? 'live' : 'sandbox')
 
-  let wechat: WechatConfig | undefined
+  const upstream = {
+    baseUrl: e.WECHATPAY_BASE_URL,
+    ...(e.WECHATPAY_BACKUP_BASE_URL !== undefined && { backupBaseUrl: e.WECHATPAY_BACKUP_BASE_URL }),
+    timeoutMs: e.WECHATPAY_TIMEOUT_MS
+  }
+  const single = SINGLE_MERCHANT.filter(name => e[name] !== undefined)
+  let merchants: MerchantConfig[] = []
   if (mode === 'live') {
-    const required = ['WECHATPAY_MCHID', 'WECHATPAY_MERCHANT_SERIAL', 'WECHATPAY_PRIVATE_KEY_FILE'] as const
-    for (const name of required) if (e[name] === undefined) problems.push(`${name} is required in live mode`)
-    if ((e.WECHATPAY_PUBLIC_KEY_ID === undefined) !== (e.WECHATPAY_PUBLIC_KEY_FILE === undefined)) {
-      problems.push('WECHATPAY_PUBLIC_KEY_ID and WECHATPAY_PUBLIC_KEY_FILE go together: set both or neither')
-    }
-    if (e.WECHATPAY_PUBLIC_KEY_ID === undefined && e.WECHATPAY_APIV3_KEY === undefined) {
-      problems.push('no way to verify WeChat Pay\'s answers: set WECHATPAY_PUBLIC_KEY_ID + WECHATPAY_PUBLIC_KEY_FILE (public-key mode), WECHATPAY_APIV3_KEY (platform-certificate mode), or both (migration)')
-    }
-    if (e.WECHATPAY_PUBLIC_KEY_ID !== undefined && e.WECHATPAY_PUBLIC_KEY_ID === e.WECHATPAY_MERCHANT_SERIAL) {
-      problems.push('WECHATPAY_PUBLIC_KEY_ID equals the merchant serial: the merchant\'s own key cannot verify WeChat Pay\'s answers')
-    }
-    if (e.WECHATPAY_MCHID !== undefined && e.WECHATPAY_MERCHANT_SERIAL !== undefined && e.WECHATPAY_PRIVATE_KEY_FILE !== undefined) {
-      wechat = {
-        baseUrl: e.WECHATPAY_BASE_URL,
-        ...(e.WECHATPAY_BACKUP_BASE_URL !== undefined && { backupBaseUrl: e.WECHATPAY_BACKUP_BASE_URL }),
-        mchid: e.WECHATPAY_MCHID,
-        ...(e.WECHATPAY_APPID !== undefined && { appid: e.WECHATPAY_APPID }),
-        merchantSerial: e.WECHATPAY_MERCHANT_SERIAL.toUpperCase(),
-        privateKeyFile: e.WECHATPAY_PRIVATE_KEY_FILE,
-        ...(e.WECHATPAY_MERCHANT_CERT_FILE !== undefined && { merchantCertFile: e.WECHATPAY_MERCHANT_CERT_FILE }),
-        ...(e.WECHATPAY_PUBLIC_KEY_ID !== undefined && { publicKeyId: e.WECHATPAY_PUBLIC_KEY_ID }),
-        ...(e.WECHATPAY_PUBLIC_KEY_FILE !== undefined && { publicKeyFile: e.WECHATPAY_PUBLIC_KEY_FILE }),
-        ...(e.WECHATPAY_APIV3_KEY !== undefined && { apiv3Key: e.WECHATPAY_APIV3_KEY }),
-        timeoutMs: e.WECHATPAY_TIMEOUT_MS
-      }
+    if (e.WECHATPAY_MERCHANTS_FILE !== undefined && single.length > 0) {
+      problems.push(`WECHATPAY_MERCHANTS_FILE and the single-merchant settings (${single.join(', ')}) are both set: describe the merchants in one place`)
+    } else if (e.WECHATPAY_MERCHANTS_FILE !== undefined) {
+      merchants = loadMerchantsFile(e.WECHATPAY_MERCHANTS_FILE, upstream, problems)
+    } else {
+      const profile = singleMerchant(e, upstream, problems)
+      if (profile !== undefined) merchants = [profile]
     }
   }
 
@@ -219,6 +266,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
       'otherwise a call in flight at shutdown could be cut off. Set the orchestrator\'s stop timeout above it too')
   }
   if (problems.length > 0) throw new ConfigError(problems)
+  if (mode === 'live') checkCallerMerchants(tokens, merchants)
 
   return {
     mode,
@@ -226,10 +274,10 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     port: e.PORT,
     logLevel: e.LOG_LEVEL,
     docs: e.GATEWAY_DOCS === 'on',
-    ...(wechat !== undefined && { wechat }),
+    merchants,
+    upstream,
     auth: { enabled: !authOff && tokens.length > 0, tokens },
     sandbox: Object.fromEntries(Object.entries(e).filter(([k]) => k.startsWith('SANDBOX_'))) as SandboxSettings,
-    upstreamTimeoutMs: e.WECHATPAY_TIMEOUT_MS,
     ...(e.REDIS_URL !== undefined && { redisUrl: e.REDIS_URL }),
     idempotencyTtlMs: e.IDEMPOTENCY_TTL_S * 1000,
     // By default each caller gets an equal share, so that one caller cannot fill the store for all.

@@ -54,6 +54,7 @@ export const GATEWAY_ERRORS = {
   UPSTREAM_BAD_RESPONSE: entry(502, 'a verified answer the gateway cannot use (not JSON, too large, an error without WeChat Pay\'s error body)', 'unknown'),
   UPSTREAM_RETRY_LATER: entry(503, 'WeChat Pay answered 202 (accepted, not processed) to every attempt: send the same request again later'),
   OVERLOADED: entry(503, 'the gateway is shedding load'),
+  MERCHANT_UNAVAILABLE: entry(503, 'the merchant profile cannot verify WeChat Pay\'s answers now (no valid key: see `/readyz`)'),
   SHUTTING_DOWN: entry(503, 'the gateway is stopping: another replica will take the call'),
   IDEMPOTENCY_STORE_UNAVAILABLE: entry(503, 'the idempotency store (Redis) cannot be reached'),
   IDEMPOTENCY_STORE_FULL: entry(503, 'the in-memory idempotency store is full for this caller: configure `REDIS_URL` or raise `IDEMPOTENCY_MAX_KEYS`'),
@@ -119,7 +120,7 @@ export interface FieldIssue {
 
 /** At most this many fields are named, each cut to a sane length: a refusal is never much larger than the request. */
 const MAX_ISSUES = 20
-const clip = (text: string): string => text.length > 100 ? `${text.slice(0, 99)}…` : text
+const clip = (text: string, max = 300): string => text.length > max ? `${text.slice(0, max - 1)}…` : text
 
 export function validationError (all: FieldIssue[]): GatewayError {
   const issues = all.slice(0, MAX_ISSUES).map(i => ({ location: i.location, field: clip(i.field), issue: clip(i.issue) }))

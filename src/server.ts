@@ -2,7 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { createLogger } from './logger.js'
-import { ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
+import { loadMerchantsFile } from './merchants-file.js'
+import { checkCallerMerchants, ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
 import { KeyError } from './wechat/keys.js'
 
 /** The only module that listens. Loads config, starts the built-in sandbox in sandbox mode, shuts down gracefully. */
@@ -21,30 +22,20 @@ async function main (): Promise<void> {
   const logger = createLogger(config.logLevel)
   const closers: Array<() => Promise<void>> = []
 
-  let appConfig: AppConfig
+  let appConfig: AppConfig = config
   if (config.mode === 'sandbox') {
     // Loaded only in sandbox mode: nothing of the simulator exists in a live process.
-    const { startSandbox } = await import('./sandbox/index.js')
-    const s = config.sandbox
-    const sandbox = await startSandbox({
-      dir: s.SANDBOX_DIR,
-      host: '127.0.0.1',
-      port: 0,
-      logger: logger.child({ component: 'sandbox' }),
-      keyMode: s.SANDBOX_KEY_MODE,
-      slowMs: s.SANDBOX_SLOW_MS,
-      bench: s.SANDBOX_BENCH === '1',
-      overrides: { mchid: s.SANDBOX_MCHID, appid: s.SANDBOX_APPID, merchantSerial: s.SANDBOX_MERCHANT_SERIAL, publicKeyId: s.SANDBOX_PUBLIC_KEY_ID }
-    })
+    const [{ startSandbox }, { sandboxOptions }] = await Promise.all([import('./sandbox/index.js'), import('./sandbox/settings.js')])
+    const sandbox = await startSandbox({ ...sandboxOptions(config.sandbox), host: '127.0.0.1', port: 0, logger: logger.child({ component: 'sandbox' }) })
     closers.push(() => sandbox.close())
-    appConfig = { ...config, wechat: sandbox.gatewaySettings(config.upstreamTimeoutMs) }
-    logger.warn({ sandbox: sandbox.url, dir: s.SANDBOX_DIR, keyMode: s.SANDBOX_KEY_MODE, mchid: appConfig.wechat.mchid },
+    // The sandbox's own merchants file, exactly as an operator would point WECHATPAY_MERCHANTS_FILE at it.
+    const problems: string[] = []
+    const merchants = loadMerchantsFile(sandbox.merchantsFile, { baseUrl: sandbox.url }, problems)
+    if (problems.length > 0) throw new ConfigError(problems)
+    checkCallerMerchants(config.auth.tokens, merchants)
+    appConfig = { ...config, merchants }
+    logger.warn({ sandbox: sandbox.url, merchantsFile: sandbox.merchantsFile, keyMode: config.sandbox.SANDBOX_KEY_MODE, merchants: merchants.map(m => `${m.name} (${m.types[0] ?? ''} ${m.mchid})`) },
       '*** SANDBOX MODE: calls go to the built-in WeChat Pay simulator, not to WeChat Pay. Set WECHATPAY_MODE=live (or NODE_ENV=production) with real credentials for production. ***')
-  } else if (config.wechat !== undefined) {
-    appConfig = { ...config, wechat: config.wechat }
-  } else {
-    /* c8 ignore next -- loadConfig refuses live mode without credentials */
-    throw new ConfigError(['live mode without WeChat Pay credentials'])
   }
 
   if (!config.auth.enabled) {

@@ -27,21 +27,26 @@ function problems (env: Record<string, string>): string[] {
 
 t.test('defaults: sandbox mode, port 3000, the real WeChat Pay host', async t => {
   const config = loadConfig({})
-  t.match(config, { mode: 'sandbox', host: '0.0.0.0', port: 3000, logLevel: 'info', docs: true, auth: { enabled: false, tokens: [] }, sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000 }, upstreamTimeoutMs: 10_000 })
-  t.equal(config.wechat, undefined, 'credentials come from the sandbox')
+  t.match(config, { mode: 'sandbox', host: '0.0.0.0', port: 3000, logLevel: 'info', docs: true, auth: { enabled: false, tokens: [] }, sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000 }, upstream: { baseUrl: 'https://api.mch.weixin.qq.com', timeoutMs: 10_000 } })
+  t.same(config.merchants, [], 'merchants come from the sandbox')
   t.equal(loadConfig({ NODE_ENV: 'production', ...live, WECHATPAY_MODE: '' }).mode, 'live', 'production means live')
 })
 
 t.test('live mode: a complete configuration', async t => {
   const config = loadConfig({ ...live, WECHATPAY_APPID: 'wxd678efh567hg6787', WECHATPAY_BACKUP_BASE_URL: 'https://api2.mch.weixin.qq.com/', WECHATPAY_TIMEOUT_MS: '2500', PORT: '8081', LOG_LEVEL: 'warn', GATEWAY_DOCS: 'off' })
-  t.match(config.wechat, {
+  t.same(config.upstream, { baseUrl: 'https://api.mch.weixin.qq.com', backupBaseUrl: 'https://api2.mch.weixin.qq.com', timeoutMs: 2500 })
+  t.match(config.merchants, [{
+    name: 'default',
+    types: ['direct', 'partner'],
     baseUrl: 'https://api.mch.weixin.qq.com',
     backupBaseUrl: 'https://api2.mch.weixin.qq.com',
     mchid: '1230000109',
     appid: 'wxd678efh567hg6787',
     merchantSerial: '5A3F0C2B9E71D4A8C6B2E0F19D3A7C5E8B4F6D21',
-    timeoutMs: 2500
-  })
+    keyMode: 'public-key',
+    labels: { privateKeyFile: 'WECHATPAY_PRIVATE_KEY_FILE' }
+  }], 'the single-merchant settings are one profile serving both kinds of operation')
+  t.same(loadConfig({ ...live, WECHATPAY_MERCHANT_TYPE: 'partner' }).merchants[0]?.types, ['partner', 'direct'])
   t.match(config, { port: 8081, logLevel: 'warn', docs: false })
   t.same(config.auth, {
     enabled: true,
@@ -51,9 +56,9 @@ t.test('live mode: a complete configuration', async t => {
 
 t.test('live mode without credentials lists everything that is missing, at once', async t => {
   t.same(problems({ WECHATPAY_MODE: 'live' }), [
-    'WECHATPAY_MCHID is required in live mode',
-    'WECHATPAY_MERCHANT_SERIAL is required in live mode',
-    'WECHATPAY_PRIVATE_KEY_FILE is required in live mode',
+    'WECHATPAY_MCHID is required in live mode (or WECHATPAY_MERCHANTS_FILE)',
+    'WECHATPAY_MERCHANT_SERIAL is required in live mode (or WECHATPAY_MERCHANTS_FILE)',
+    'WECHATPAY_PRIVATE_KEY_FILE is required in live mode (or WECHATPAY_MERCHANTS_FILE)',
     'no way to verify WeChat Pay\'s answers: set WECHATPAY_PUBLIC_KEY_ID + WECHATPAY_PUBLIC_KEY_FILE (public-key mode), WECHATPAY_APIV3_KEY (platform-certificate mode), or both (migration)',
     'GATEWAY_TOKENS (or GATEWAY_TOKENS_FILE) is required in live mode; set GATEWAY_AUTH=off to run without caller authentication'
   ])
@@ -90,10 +95,58 @@ t.test('secrets can come from files (*_FILE), not both ways at once', async t =>
   const { GATEWAY_TOKENS: _, ...rest } = live
   const config = loadConfig({ ...rest, GATEWAY_TOKENS_FILE: join(dir, 'tokens'), WECHATPAY_APIV3_KEY_FILE: join(dir, 'apiv3') })
   t.same(config.auth.tokens, [{ name: 'billing', token: 'billing-token-0123456789abcdef' }])
-  t.equal(config.wechat?.apiv3Key, 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT')
+  t.match(config.merchants[0], { apiv3Key: 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT', keyMode: 'migration' }, 'both kinds of key: the migration')
   t.match(problems({ ...live, GATEWAY_TOKENS_FILE: join(dir, 'tokens') }), ['GATEWAY_TOKENS and GATEWAY_TOKENS_FILE are both set; keep one'])
   t.match(problems({ ...rest, GATEWAY_TOKENS_FILE: join(dir, 'missing') }), [/GATEWAY_TOKENS_FILE: cannot read .*missing \(ENOENT\)/])
   // Compose writes `REDIS_URL: ${REDIS_URL:-}` as an empty variable: it must not shadow REDIS_URL_FILE.
   await writeFile(join(dir, 'redis'), 'redis://:secret@redis:6379\n')
   t.equal(loadConfig({ ...live, REDIS_URL: '', REDIS_URL_FILE: join(dir, 'redis') }).redisUrl, 'redis://:secret@redis:6379')
+})
+
+t.test('WECHATPAY_MERCHANTS_FILE: profiles, paths relative to the file, every problem named by profile and field', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gw-merchants-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, 'apiv3_key'), 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT\n')
+  await writeFile(join(dir, 'short_key'), 'tooShort\n')
+  const direct = { name: 'brand-a', type: 'direct', mchid: '1230000109', appid: 'wxd678efh567hg6787', merchant_serial: '5a3f0c2b9e71d4a8', private_key_file: 'keys/a.pem', public_key_id: 'PUB_KEY_ID_01', public_key_file: '/abs/pub.pem', apiv3_key_file: 'apiv3_key', key_mode: 'public-key' }
+  const partner = { name: 'sp', type: 'partner', mchid: '1900000100', merchant_serial: 'ABCDEF', private_key_file: 'sp.pem', apiv3_key_file: 'apiv3_key', base_url: 'https://api2.mch.weixin.qq.com/' }
+  const file = join(dir, 'merchants.json')
+  await writeFile(file, JSON.stringify([direct, partner]))
+  const { WECHATPAY_MCHID: _m, WECHATPAY_MERCHANT_SERIAL: _s, WECHATPAY_PRIVATE_KEY_FILE: _p, WECHATPAY_PUBLIC_KEY_ID: _i, WECHATPAY_PUBLIC_KEY_FILE: _f, ...base } = live
+  const config = loadConfig({ ...base, WECHATPAY_MERCHANTS_FILE: file, GATEWAY_TOKENS: 'billing:billing-token-0123456789abcdef:*:sp' })
+  t.match(config.merchants, [
+    { name: 'brand-a', types: ['direct'], privateKeyFile: join(dir, 'keys/a.pem'), publicKeyFile: '/abs/pub.pem', keyMode: 'public-key', apiv3Key: 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT', merchantSerial: '5A3F0C2B9E71D4A8', baseUrl: 'https://api.mch.weixin.qq.com', labels: { privateKeyFile: 'merchants[0] (brand-a).private_key_file' } },
+    { name: 'sp', types: ['partner'], keyMode: 'certificate', baseUrl: 'https://api2.mch.weixin.qq.com' }
+  ])
+  t.same(config.auth.tokens, [{ name: 'billing', token: 'billing-token-0123456789abcdef', merchants: ['sp'] }], 'name:token:*:merchants')
+
+  t.match(problems({ ...live, WECHATPAY_MERCHANTS_FILE: file }), [/WECHATPAY_MERCHANTS_FILE and the single-merchant settings \(WECHATPAY_MCHID, .*\) are both set/])
+  t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: file, GATEWAY_TOKENS: 'billing:billing-token-0123456789abcdef::nobody' }),
+    [/caller billing is limited to merchant nobody, which is not a profile of this gateway \(known: brand-a, sp\)/])
+  t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'absent.json') }), [/WECHATPAY_MERCHANTS_FILE: cannot read .*absent\.json \(ENOENT\)/])
+  await writeFile(join(dir, 'bad.json'), JSON.stringify([
+    { ...direct, name: 'Bad Name', mchid: '12ab', extra: 1 },
+    { ...partner, public_key_id: 'PUB_KEY_ID_9', apiv3_key_file: 'short_key' },
+    { ...partner, name: 'sp2', key_mode: 'public-key' },
+    { ...direct, private_key_file: undefined }
+  ]))
+  const found = problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'bad.json') })
+  t.match(found.join('\n'), /merchants\[0\] \(Bad Name\)\.name: must be 1-32 of a-z 0-9 _ -/)
+  t.match(found.join('\n'), /merchants\[0\] \(Bad Name\)\.mchid: must be 1-32 digits/)
+  t.match(found.join('\n'), /merchants\[0\] \(Bad Name\)\.extra: unknown field/)
+  t.match(found.join('\n'), /merchants\[1\] \(sp\): public_key_id and public_key_file go together/)
+  t.match(found.join('\n'), /merchants\[1\] \(sp\)\.apiv3_key_file: must hold exactly 32 bytes/)
+  t.match(found.join('\n'), /merchants\[2\] \(sp2\): key_mode public-key needs public_key_id \+ public_key_file/)
+  t.match(found.join('\n'), /merchants\[3\] \(brand-a\)\.private_key_file: /)
+  t.ok(found.every(p => p.startsWith('WECHATPAY_MERCHANTS_FILE: ')), 'each names the setting')
+  t.notMatch(found.join('\n'), /ByKx4oAddhUsLDUPKHGol0WYXtSBckjT|tooShort/, 'never a key')
+  await writeFile(join(dir, 'twice.json'), JSON.stringify([direct, { ...direct, mchid: '1230000110' }, { ...partner, name: 'sp3', mchid: '1230000110' }]))
+  t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'twice.json') }), [
+    'WECHATPAY_MERCHANTS_FILE: the name brand-a is used by 2 profiles: each must be unique',
+    'WECHATPAY_MERCHANTS_FILE: the merchant id 1230000110 is used by 2 profiles: each must be unique'
+  ])
+  await writeFile(join(dir, 'object.json'), '{"merchants":[]}')
+  t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'object.json') }), [/must be a JSON list of merchant profiles/])
+  await writeFile(join(dir, 'notjson.json'), '[{')
+  t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'notjson.json') }), [/is not JSON/])
 })

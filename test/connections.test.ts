@@ -110,6 +110,6 @@ t.test('a caller that hangs up mid-call: the call finishes, and is audited and c
   for (let i = 0; i < 50 && logs.find('operation').length === 0; i++) await sleep(50)
   t.match(logs.find('operation')[0], { status: 204, callerGone: true, client: '127.0.0.1', upstream: { upstreamStatus: 204, verified: true } })
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
-  t.match(metrics, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="OK"\} 1/)
+  t.match(metrics, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",merchant="partner",code="OK"\} 1/)
   t.match(metrics, /wechatpay_gateway_requests_total\{route="\/payscore\/partner\/serviceorder\/:out_order_no\/pay",method="POST",status="204",caller="billing"\} 1/)
 })

@@ -142,6 +142,15 @@ t.test('every documented code and outcome can be produced', async t => {
         return await inject(pay('1'), pressed)
       }
     },
+    MERCHANT_UNAVAILABLE: {
+      not_executed: async () => {
+        const certificates = await testSandbox(t, { keyMode: 'certificate' })
+        const { app: expired } = await testGateway(t, { sandbox: certificates })
+        await expired.ready()
+        expired.merchants.byName('partner')?.keys.setCertificates(new Map()) // its certificates have all expired
+        return await inject(pay('1'), expired)
+      }
+    },
     SHUTTING_DOWN: {
       not_executed: async () => {
         const { app: stopping } = await gw()

@@ -6,9 +6,12 @@ import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import { buildApp, type BuildOptions } from '../src/app.js'
 import { createLogger } from '../src/logger.js'
-import type { AppConfig, WechatConfig } from '../src/config.js'
+import type { AppConfig } from '../src/config.js'
+import { loadMerchantsFile } from '../src/merchants-file.js'
 import type { KeyMode } from '../src/sandbox/app.js'
 import { startSandbox, type RunningSandbox } from '../src/sandbox/index.js'
+import type { MerchantSpec } from '../src/sandbox/settings.js'
+import type { MerchantConfig } from '../src/wechat/profile.js'
 
 /** Test keys and openssl-computed vectors from shared/wechatpay/test-vectors (copied, test use only). */
 export const FIXTURES = new URL('./fixtures/wechatpay/', import.meta.url).pathname
@@ -48,9 +51,8 @@ export function secretsOf (sandbox?: RunningSandbox): string[] {
     ...keyBodies(fixture('platform-test-key.pem')),
     ...Object.values(TOKENS)
   ]
-  if (sandbox !== undefined) {
-    const { json, path } = sandbox.identity
-    secrets.push(json.apiv3_key, ...keyBodies(path(json.merchant_private_key_file)))
+  for (const merchant of sandbox?.merchants.all ?? []) {
+    secrets.push(merchant.apiv3Key, ...keyBodies(sandbox?.merchants.path(merchant, merchant.files.merchantKey) ?? ''))
   }
   return secrets
 }
@@ -61,29 +63,42 @@ export function assertNoSecrets (logs: LogCapture, secrets: string[]): void {
   if (leaks.length > 0) throw new Error(`a secret appears in log lines ${leaks.join(', ')} of ${logs.raw.length}`)
 }
 
-/** A sandbox on a loopback port with keys made once per test process. */
+/**
+ * A sandbox on a loopback port with keys made once per test process (a direct merchant and a service provider
+ * unless `merchants` says otherwise). Its merchants file is written per key mode, so that sandboxes of several
+ * modes alive at once do not overwrite each other's.
+ */
 let sandboxDir: Promise<string> | undefined
-export async function testSandbox (t: Test, opts: { keyMode?: KeyMode, slowMs?: number } = {}): Promise<RunningSandbox> {
+export async function testSandbox (t: Test, opts: { keyMode?: KeyMode, slowMs?: number, merchants?: MerchantSpec[] } = {}): Promise<RunningSandbox> {
   sandboxDir ??= mkdtemp(join(tmpdir(), 'wechatpay-sandbox-'))
   const dir = await sandboxDir
-  const sandbox = await startSandbox({ dir, host: '127.0.0.1', port: 0, logger: createLogger('silent'), ...opts })
+  const profilesFile = `merchants.${opts.keyMode ?? 'public-key'}.${(opts.merchants ?? []).map(m => m.name).join('-')}.json`
+  const sandbox = await startSandbox({ dir, host: '127.0.0.1', port: 0, logger: createLogger('silent'), profilesFile, ...opts })
   t.teardown(() => sandbox.close())
   return sandbox
 }
 
+/** The sandbox's merchant profiles, as the gateway reads them from its merchants file. */
+export function sandboxProfiles (sandbox: RunningSandbox): MerchantConfig[] {
+  const problems: string[] = []
+  const profiles = loadMerchantsFile(sandbox.merchantsFile, { baseUrl: sandbox.url }, problems)
+  if (problems.length > 0) throw new Error(problems.join('\n'))
+  return profiles
+}
+
 process.once('exit', () => { if (sandboxDir !== undefined) void sandboxDir.then(dir => rm(dir, { recursive: true, force: true })) })
 
-export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> = {}): AppConfig {
+export function testConfig (merchants: MerchantConfig[], overrides: Partial<AppConfig> = {}): AppConfig {
   return {
     mode: 'live',
     host: '127.0.0.1',
     port: 0,
     logLevel: 'info',
     docs: true,
-    wechat,
+    merchants,
+    upstream: { baseUrl: 'http://127.0.0.1:1', timeoutMs: 2000 },
     auth: { enabled: true, tokens: [{ name: 'billing', token: TOKENS.billing }, { name: 'orders', token: TOKENS.orders, operations: ['payscorePartnerCollect'] }] },
     sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_PORT: 8080, SANDBOX_HOST: '127.0.0.1', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000, SANDBOX_BENCH: '0' },
-    upstreamTimeoutMs: wechat.timeoutMs,
     shutdownDrainDelayMs: 0,
     shutdownGraceMs: 20_000,
     idempotencyTtlMs: 60_000,
@@ -101,17 +116,25 @@ export function testConfig (wechat: WechatConfig, overrides: Partial<AppConfig> 
 export interface GatewayOptions {
   sandbox?: RunningSandbox
   config?: Partial<AppConfig>
-  wechat?: Partial<WechatConfig>
-  omit?: Array<keyof WechatConfig>
+  /** Applied to every merchant profile; `timeoutMs` is the upstream timeout (2 s by default in tests). */
+  wechat?: Partial<MerchantConfig> & { timeoutMs?: number }
+  /** Fields removed from every merchant profile. */
+  omit?: Array<keyof MerchantConfig>
+  /** Only these profiles of the sandbox (by name). */
+  only?: string[]
   build?: Omit<BuildOptions, 'logger'>
 }
 
 export async function testGateway (t: Test, opts: GatewayOptions = {}) {
   const sandbox = opts.sandbox ?? await testSandbox(t)
   const logs = new LogCapture()
-  const wechat: Partial<WechatConfig> = { ...sandbox.gatewaySettings(2000), ...opts.wechat }
-  for (const key of opts.omit ?? []) delete wechat[key]
-  const config = testConfig(wechat as WechatConfig, opts.config)
+  const { timeoutMs = 2000, ...common } = opts.wechat ?? {}
+  const merchants = sandboxProfiles(sandbox).filter(p => opts.only?.includes(p.name) ?? true).map(profile => {
+    const merged: Partial<MerchantConfig> = { ...profile, ...common }
+    for (const key of opts.omit ?? []) delete merged[key]
+    return merged as MerchantConfig
+  })
+  const config = testConfig(merchants, { upstream: { baseUrl: sandbox.url, timeoutMs }, ...opts.config })
   const app = await buildApp(config, { logger: createLogger('debug', logs), ...opts.build })
   await redisReady(app)
   t.teardown(async () => {

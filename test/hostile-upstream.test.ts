@@ -63,7 +63,8 @@ t.test('the sandbox\'s unsigned faults, and a real SIGN_ERROR, which WeChat Pay 
     t.equal(sandbox.app.sandbox.requests.length, 1, `${fault}: one attempt`)
   }
   // A signature WeChat Pay cannot verify: its SIGN_ERROR carries no signature, and its diagnostics reach the caller.
-  const { app: wrongKey } = await testGateway(t, { sandbox, wechat: { privateKeyFile: sandbox.identity.path('simulator_platform_private.pem') }, omit: ['merchantCertFile'] })
+  const direct = sandbox.merchants.byMchid('1230000109')
+  const { app: wrongKey } = await testGateway(t, { sandbox, only: ['direct'], wechat: { privateKeyFile: direct === undefined ? '' : sandbox.merchants.path(direct, direct.files.platformKey) }, omit: ['merchantCertFile'] })
   const refused = await wrongKey.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { ...json, ...auth() }, payload: {} })
   t.equal(refused.statusCode, 502)
   t.match(refused.json(), { code: 'UPSTREAM_UNVERIFIED_ERROR', message: /401 SIGN_ERROR/, detail: { outcome: 'unknown', unverified: { code: 'SIGN_ERROR', detail: { sign_information: { sign_message_length: Number } } } } })

@@ -6,62 +6,57 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { createLogger } from '../src/logger.js'
-import type { RunningSandbox } from '../src/sandbox/index.js'
 import { decryptResource } from '../src/wechat/certificates.js'
 import { KeyError } from '../src/wechat/keys.js'
-import { auth, LogCapture, testConfig, testGateway, testSandbox } from './helpers.js'
+import { auth, LogCapture, sandboxProfiles, testConfig, testGateway, testSandbox } from './helpers.js'
 
 const json = { 'content-type': 'application/json' }
 const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
 const pay = (url = '/payscore/partner/serviceorder/1/pay') => ({ method: 'POST' as const, url, headers: { ...json, ...auth() }, payload: collect })
 
-/** Gateway settings for platform-certificate mode: the APIv3 key, no public key. */
-const certificateMode = (sandbox: RunningSandbox) => ({ wechat: { apiv3Key: sandbox.identity.json.apiv3_key }, omit: ['publicKeyId', 'publicKeyFile'] as Array<'publicKeyId' | 'publicKeyFile'> })
 
 t.test('platform-certificate mode: certificates downloaded before ready, decrypted, used to verify', async t => {
   const sandbox = await testSandbox(t, { keyMode: 'certificate' })
-  const { app } = await testGateway(t, { sandbox, ...certificateMode(sandbox) })
+  const { app } = await testGateway(t, { sandbox })
   await app.ready()
-  t.match(sandbox.app.sandbox.requests[0], { method: 'GET', url: '/v3/certificates', status: 200 }, 'downloaded at start')
+  t.match(sandbox.app.sandbox.requests.filter(r => r.url === '/v3/certificates').map(r => r.mchid).sort(), ['1230000109', '1900000100'], 'downloaded at start, by each merchant')
+  t.ok(sandbox.app.sandbox.requests.every(r => r.status === 200))
   const res = await app.inject(pay())
   t.equal(res.statusCode, 204)
   const call = sandbox.app.sandbox.requests.at(-1)!
   t.equal(call.headers['wechatpay-serial'], undefined, 'no PUB_KEY_ID to send in certificate mode')
-  const status = app.keyStatus()
-  t.same(status.problems, [])
-  t.ok((status.certificateExpirySeconds ?? 0) > 4 * 365 * 24 * 3600, 'expiry known')
+  const status = app.merchantStatus().partner
+  t.same(status?.problems, [])
+  t.ok((status?.certificateExpirySeconds ?? 0) > 4 * 365 * 24 * 3600, 'expiry known')
 })
 
 t.test('certificate mode refuses to start for a merchant without platform certificates, and says what to do', async t => {
   const sandbox = await testSandbox(t) // public-key mode: /v3/certificates → 404 RESOURCE_NOT_EXISTS
-  const { wechat, omit } = certificateMode(sandbox)
-  const settings = { ...sandbox.gatewaySettings(2000), ...wechat }
-  for (const key of omit) delete settings[key]
-  const err = await buildApp(testConfig(settings), { logger: createLogger('silent') }).catch((e: unknown) => e)
+  const certificateMode = sandboxProfiles(sandbox).map(p => ({ ...p, keyMode: 'certificate' as const }))
+  const err = await buildApp(testConfig(certificateMode), { logger: createLogger('silent') }).catch((e: unknown) => e)
   t.ok(err instanceof KeyError)
-  t.match((err as KeyError).problems[0], /no platform certificates .*RESOURCE_NOT_EXISTS.*WECHATPAY_PUBLIC_KEY_ID and WECHATPAY_PUBLIC_KEY_FILE/)
-  const wrongKey = await buildApp(testConfig({ ...settings, apiv3Key: 'x'.repeat(32) }), { logger: createLogger('silent') }).catch((e: unknown) => e)
-  t.equal(wrongKey instanceof Error, true)
+  t.equal((err as KeyError).problems.length, 2, 'each merchant says it')
+  t.match((err as KeyError).problems[0], /merchant direct: WeChat Pay has no platform certificates .*RESOURCE_NOT_EXISTS.*public key id and file/)
   const sandboxInCertMode = await testSandbox(t, { keyMode: 'certificate' })
-  const bad = await buildApp(testConfig({ ...settings, baseUrl: sandboxInCertMode.url, apiv3Key: 'x'.repeat(32) }), { logger: createLogger('silent') }).catch((e: unknown) => e)
-  t.match((bad as KeyError).problems[0], /cannot decrypt platform certificate .* with WECHATPAY_APIV3_KEY/)
+  const bad = await buildApp(testConfig(certificateMode.map(p => ({ ...p, baseUrl: sandboxInCertMode.url, apiv3Key: 'x'.repeat(32) }))), { logger: createLogger('silent') }).catch((e: unknown) => e)
+  t.match((bad as KeyError).problems[0], /cannot decrypt platform certificate .* with the APIv3 key of merchants\[0\] \(direct\)\.apiv3_key_file/)
 })
 
 t.test('migration mode: both keys; PUB_KEY_ID sent; answers verified by whichever key signed them', async t => {
   const sandbox = await testSandbox(t, { keyMode: 'migration' })
-  const { app } = await testGateway(t, { sandbox, wechat: { apiv3Key: sandbox.identity.json.apiv3_key } })
+  const { app } = await testGateway(t, { sandbox })
   const viaPublicKey = await app.inject(pay())
   t.equal(viaPublicKey.statusCode, 204)
-  t.equal(sandbox.app.sandbox.requests.at(-1)?.headers['wechatpay-serial'], sandbox.identity.json.wechatpay_public_key_id)
+  t.equal(sandbox.app.sandbox.requests.at(-1)?.headers['wechatpay-serial'], sandbox.merchants.byMchid('1900000100')?.ids.wechatpay_public_key_id)
   sandbox.app.sandbox.keyMode = 'certificate' // WeChat Pay signs some answers with the platform certificate during migration
   const viaCertificate = await app.inject(pay())
   t.equal(viaCertificate.statusCode, 204)
-  t.same(app.keyStatus().problems, [])
+  t.same(app.merchantStatus().partner?.problems, [])
 })
 
 t.test('migration mode for a merchant without certificates goes on with the public key, and says so', async t => {
   const sandbox = await testSandbox(t)
-  const { app, logs } = await testGateway(t, { sandbox, wechat: { apiv3Key: sandbox.identity.json.apiv3_key } })
+  const { app, logs } = await testGateway(t, { sandbox, wechat: { keyMode: 'migration' } })
   t.equal((await app.inject(pay())).statusCode, 204)
   t.match(logs.lines.find(l => l.level === 'warn')?.msg, /no platform certificates.*Going on with the public key PUB_KEY_ID_/)
 })
@@ -69,14 +64,14 @@ t.test('migration mode for a merchant without certificates goes on with the publ
 t.test('an unknown serial triggers a certificate download, rate-limited', async t => {
   const sandbox = await testSandbox(t, { keyMode: 'certificate' })
   const downloads = () => sandbox.app.sandbox.requests.filter(r => r.url === '/v3/certificates').length
-  const { app } = await testGateway(t, { sandbox, ...certificateMode(sandbox), build: { credentials: { certificateMinGapMs: 60_000 } } })
+  const { app } = await testGateway(t, { sandbox, only: ['partner'], build: { merchants: { certificates: { minGapMs: 60_000 } } } })
   await app.ready()
   t.equal(downloads(), 1)
   // Within the minimum gap: no new download.
   t.equal((await app.inject(pay('/payscore/partner/serviceorder/SANDBOX_UNKNOWN_SERIAL/pay'))).statusCode, 502)
   t.equal(downloads(), 1, 'not more than once per minute')
 
-  const { app: eager } = await testGateway(t, { sandbox, ...certificateMode(sandbox), build: { credentials: { certificateMinGapMs: 0 } } })
+  const { app: eager } = await testGateway(t, { sandbox, only: ['partner'], build: { merchants: { certificates: { minGapMs: 0 } } } })
   await eager.ready()
   const before = downloads()
   const res = await eager.inject(pay('/payscore/partner/serviceorder/SANDBOX_UNKNOWN_SERIAL/pay'))
@@ -87,7 +82,7 @@ t.test('an unknown serial triggers a certificate download, rate-limited', async 
 
 t.test('certificates are refreshed on a schedule', async t => {
   const sandbox = await testSandbox(t, { keyMode: 'certificate' })
-  const { app } = await testGateway(t, { sandbox, ...certificateMode(sandbox), build: { credentials: { certificateRefreshMs: 100 } } })
+  const { app } = await testGateway(t, { sandbox, only: ['partner'], build: { merchants: { certificates: { refreshMs: 100 } } } })
   await app.ready()
   await sleep(350)
   t.ok(sandbox.app.sandbox.requests.filter(r => r.url === '/v3/certificates').length >= 3)
@@ -98,18 +93,22 @@ t.test('key files rotate without a restart; a bad new key is refused and the old
   const dir = await mkdtemp(join(tmpdir(), 'gw-rotate-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const keyFile = join(dir, 'apiclient_key.pem')
-  const original = sandbox.identity.path(sandbox.identity.json.merchant_private_key_file)
+  const sp = sandbox.merchants.byMchid('1900000100')
+  const original = sp === undefined ? '' : sandbox.merchants.path(sp, sp.files.merchantKey)
   await copyFile(original, keyFile)
   await chmod(keyFile, 0o644)
-  const { app, logs } = await testGateway(t, { sandbox, wechat: { privateKeyFile: keyFile }, omit: ['merchantCertFile'], build: { credentials: { keyWatchMs: 50 } } })
+  // The service provider's key is a file of its own (its certificate left out: the key will not match it).
+  const profiles = sandboxProfiles(sandbox).map(({ merchantCertFile, ...p }) => p.name === 'partner' ? { ...p, privateKeyFile: keyFile } : { ...p, ...(merchantCertFile !== undefined && { merchantCertFile }) })
+  const { app, logs } = await testGateway(t, { sandbox, build: { merchants: { keyWatchMs: 50 } }, config: { merchants: profiles } })
   t.equal((await app.inject(pay())).statusCode, 204)
-  t.match(logs.lines.find(l => l.level === 'warn'), { msg: /WECHATPAY_PRIVATE_KEY_FILE: .* can be read by other users \(mode 0644\); chmod 600/ }, 'a key readable by everyone is worth a warning')
+  t.match(logs.lines.find(l => l.level === 'warn'), { merchant: 'partner', msg: /merchants\[1\] \(partner\)\.private_key_file: .* can be read by other users \(mode 0644\); chmod 600/ }, 'a key readable by everyone is worth a warning')
   await chmod(keyFile, 0o600)
 
   await writeFile(keyFile, 'garbage')
-  t.equal(app.reloadCredentials(), false)
-  t.match(logs.lines.at(-1), { level: 'error', msg: /NOT reloaded/, problems: [/not a PEM private key/] })
+  t.same(app.reloadCredentials(), { reloaded: ['direct'], refused: ['partner'] }, 'one merchant\'s bad key file does not touch the others')
+  t.match(logs.find('credentials NOT reloaded: the new key files are invalid; this merchant keeps its previous keys').at(-1), { level: 'error', merchant: 'partner', problems: [/not a PEM private key/] })
   t.equal((await app.inject(pay())).statusCode, 204, 'still signing with the previous key')
+  t.equal((await app.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { ...json, ...auth() }, payload: {} })).statusCode, 204, 'the other merchant serves on')
 
   // A call in flight keeps the key it was signed with; the next call uses the new key (unknown to the sandbox).
   await copyFile(original, keyFile)
@@ -117,7 +116,7 @@ t.test('key files rotate without a restart; a bad new key is refused and the old
   const inFlight = app.inject(pay('/payscore/partner/serviceorder/SANDBOX_SLOW/pay'))
   await sleep(50)
   await writeFile(keyFile, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }))
-  t.equal(app.reloadCredentials(), true)
+  t.same(app.reloadCredentials().refused, [])
   t.equal((await inFlight).statusCode, 204, 'the call in flight finished')
   t.match((await app.inject(pay())).json(), { code: 'UPSTREAM_UNVERIFIED_ERROR', detail: { unverified: { code: 'SIGN_ERROR' } } }, 'new calls use the new key')
 

@@ -8,27 +8,28 @@ const pay = (id: string) => ({ method: 'POST' as const, url: `/payscore/partner/
 
 t.test('/readyz: ready with keys; not ready when certificates go stale; /healthz stays 200', async t => {
   const { app } = await testGateway(t)
-  t.same((await app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'ready', problems: [] })
+  const ready = { usable: true, problems: [] }
+  t.same((await app.inject({ method: 'GET', url: '/readyz' })).json(), { status: 'ready', problems: [], merchants: { direct: ready, partner: ready } })
 
+  // One merchant's certificates go stale: it is listed, and the gateway stays ready for the others.
   const sandbox = await testSandbox(t, { keyMode: 'certificate' })
-  const { app: cert } = await testGateway(t, {
-    sandbox,
-    wechat: { apiv3Key: sandbox.identity.json.apiv3_key },
-    omit: ['publicKeyId', 'publicKeyFile'],
-    build: { credentials: { certificateRefreshMs: 60 } }
-  })
+  const { app: cert } = await testGateway(t, { sandbox, build: { merchants: { certificates: { refreshMs: 60 } } } })
   t.equal((await cert.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
   await sandbox.close() // downloads now fail
   await sleep(200)
   const stale = await cert.inject({ method: 'GET', url: '/readyz' })
-  t.equal(stale.statusCode, 503)
-  t.same(stale.json(), { status: 'not_ready', problems: ['platform certificates are not fresh'] })
+  t.same(stale.json(), {
+    status: 'ready',
+    problems: [],
+    merchants: { direct: { usable: true, problems: ['platform certificates are not fresh'] }, partner: { usable: true, problems: ['platform certificates are not fresh'] } }
+  }, 'still usable: the certificates have not expired')
+  t.equal(stale.statusCode, 200)
   t.equal((await cert.inject({ method: 'GET', url: '/healthz' })).statusCode, 200)
 })
 
 t.test('/metrics: requests, upstream latency by code, retries, verification failures, certificate expiry', async t => {
   const sandbox = await testSandbox(t, { keyMode: 'certificate' })
-  const { app } = await testGateway(t, { sandbox, wechat: { apiv3Key: sandbox.identity.json.apiv3_key }, omit: ['publicKeyId', 'publicKeyFile'] })
+  const { app } = await testGateway(t, { sandbox })
   for (const id of ['1', '1', 'SANDBOX_SYSTEM_ERROR_ONCE', 'SANDBOX_ORDER_DONE', 'SANDBOX_BAD_SIGNATURE']) await app.inject(pay(id))
   await app.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { 'content-type': 'application/json' }, payload: {} })
   const res = await app.inject({ method: 'GET', url: '/metrics' })
@@ -38,13 +39,14 @@ t.test('/metrics: requests, upstream latency by code, retries, verification fail
   t.match(text, /wechatpay_gateway_requests_total\{route="\/payscore\/partner\/serviceorder\/:out_order_no\/pay",method="POST",status="204",caller="billing"\} 3/)
   t.match(text, /wechatpay_gateway_requests_total\{route="\/contracts\/:contract_id\/fail-notify",method="POST",status="401",caller="unauthenticated"\} 1/)
   t.match(text, /wechatpay_gateway_request_duration_seconds_count\{route="\/payscore\/partner\/serviceorder\/:out_order_no\/pay",status="204"\} 3/)
-  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="OK"\} 2/)
-  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="ORDER_DONE"\} 1/)
-  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",code="UPSTREAM_SIGNATURE_INVALID"\} 1/)
+  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",merchant="partner",code="OK"\} 2/)
+  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",merchant="partner",code="ORDER_DONE"\} 1/)
+  t.match(text, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerCollect",merchant="partner",code="UPSTREAM_SIGNATURE_INVALID"\} 1/)
   t.match(text, /wechatpay_gateway_upstream_retries_total\{operation="payscorePartnerCollect",reason="500"\} 1/)
   t.match(text, /wechatpay_gateway_verification_failures_total\{reason="BAD_SIGNATURE"\} 1/)
   t.match(text, /wechatpay_gateway_idempotent_replays_total\{operation="payscorePartnerCollect"\} 1/)
-  t.match(text, /wechatpay_gateway_platform_certificate_expiry_seconds\{merchant="1230000109"\} \d{9}/)
+  t.match(text, /wechatpay_gateway_platform_certificate_expiry_seconds\{merchant="direct"\} \d{9}/)
+  t.match(text, /wechatpay_gateway_platform_certificate_expiry_seconds\{merchant="partner"\} \d{9}/)
   t.match(text, /process_resident_memory_bytes/)
   // Public-key mode has no platform certificates: no expiry is reported (a 0 would fire an expiry alert for ever).
   const { app: publicKey } = await testGateway(t)

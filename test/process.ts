@@ -40,14 +40,26 @@ export const post = (url: string, path: string, body: object, token?: string) =>
   body: JSON.stringify(body)
 })
 
-/** The settings of a live gateway in front of `sandbox`, as an operator writes them. */
+/** The settings of a live gateway in front of `sandbox`, as an operator writes them: the sandbox's merchants file. */
 export function liveEnv (sandbox: RunningSandbox, extra: Record<string, string> = {}): Record<string, string> {
-  const s = sandbox.gatewaySettings(0)
   return {
-    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
-    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
-    WECHATPAY_MERCHANT_CERT_FILE: s.merchantCertFile ?? '', WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
-    GATEWAY_TOKENS: `billing:${TOKENS.billing}`, ...extra
+    WECHATPAY_MODE: 'live',
+    WECHATPAY_BASE_URL: sandbox.url,
+    WECHATPAY_MERCHANTS_FILE: sandbox.merchantsFile,
+    GATEWAY_TOKENS: `billing:${TOKENS.billing}`,
+    ...extra
   }
 }
 
+/** The single-merchant settings (no merchants file) for one of the sandbox's merchants, as before profiles. */
+export function singleMerchantEnv (sandbox: RunningSandbox, name: string, extra: Record<string, string> = {}): Record<string, string> {
+  const m = sandbox.merchants.all.find(x => x.ids.name === name)
+  if (m === undefined) throw new Error(`no sandbox merchant ${name}`)
+  const file = (f: string): string => sandbox.merchants.path(m, f)
+  return {
+    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: sandbox.url, WECHATPAY_MCHID: m.ids.mchid, WECHATPAY_APPID: m.ids.appid,
+    WECHATPAY_MERCHANT_SERIAL: m.ids.merchant_serial, WECHATPAY_PRIVATE_KEY_FILE: file(m.files.merchantKey),
+    WECHATPAY_MERCHANT_CERT_FILE: file(m.files.merchantCert), WECHATPAY_PUBLIC_KEY_ID: m.ids.wechatpay_public_key_id,
+    WECHATPAY_PUBLIC_KEY_FILE: file(m.files.publicKey), GATEWAY_TOKENS: `billing:${TOKENS.billing}`, ...extra
+  }
+}

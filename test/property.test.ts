@@ -37,7 +37,9 @@ function runs (numRuns: number): fc.Parameters<unknown> {
 
 // ---- the field rules, written out again here, independently of src/ (PROTOCOL.md part C) ----------------------
 
+/** The sandbox's direct merchant and service provider (its two merchant profiles). */
 const MCHID = '1230000109'
+const SP_MCHID = '1900000100'
 const DIGITS = /^[0-9]{1,32}$/
 const APPID = /^[0-9A-Za-z_-]{1,32}$/
 const SERVICE_ID = /^[0-9A-Za-z]{1,32}$/
@@ -56,8 +58,8 @@ const matches = (re: RegExp) => (v: unknown): boolean => typeof v === 'string' &
 const positiveInt = (v: unknown): boolean => typeof v === 'number' && Number.isSafeInteger(v) && v > 0
 const optional = (o: Json, k: string, rule: (v: unknown) => boolean): boolean => !has(o, k) || rule(o[k])
 const required = (o: Json, k: string, rule: (v: unknown) => boolean): boolean => has(o, k) && rule(o[k])
-/** A merchant's own id may be named, but only as the gateway's. */
-const ownMerchant = (v: unknown): boolean => v === MCHID
+/** A merchant id may be named, but only as one of the gateway's profiles, of the operation's kind. */
+const ownMerchant = (id: string) => (v: unknown): boolean => v === id
 
 interface RouteSpec {
   op: Operation
@@ -67,8 +69,12 @@ interface RouteSpec {
   validBody: fc.Arbitrary<Json>
   /** Whether a parsed caller body is acceptable. */
   accepts: (body: unknown) => boolean
-  /** Caller fields the gateway fills from its configuration when left out. */
+  /** The merchant profile that serves it. */
+  profile: 'direct' | 'partner'
+  /** Caller fields the gateway fills from the profile when left out. */
   defaults: Record<string, 'mchid' | 'appid'>
+  /** A caller field that names the profile but is not WeChat Pay's (not sent upstream). */
+  selectorOnly?: string
   /** Every field of the body, for mutations. */
   fieldPaths: string[][]
   /** Objects of the body where an unknown key can be added. */
@@ -92,7 +98,8 @@ const SPECS: RouteSpec[] = [
     param: 'contract_id',
     paramRule: CONTRACT_ID,
     validBody: asJson(fc.record({ mchid: fc.constant(MCHID), appid }, { requiredKeys: [] })),
-    accepts: b => isObject(b) && onlyKeys(b, ['mchid', 'appid']) && optional(b, 'mchid', ownMerchant) && optional(b, 'appid', matches(APPID)),
+    accepts: b => isObject(b) && onlyKeys(b, ['mchid', 'appid']) && optional(b, 'mchid', ownMerchant(MCHID)) && optional(b, 'appid', matches(APPID)),
+    profile: 'direct',
     defaults: { mchid: 'mchid', appid: 'appid' },
     fieldPaths: [['mchid'], ['appid']],
     objectPaths: [[]]
@@ -102,7 +109,7 @@ const SPECS: RouteSpec[] = [
     param: 'contract_id',
     paramRule: CONTRACT_ID,
     validBody: asJson(fc.record({
-      sp_mchid: fc.constant(MCHID),
+      sp_mchid: fc.constant(SP_MCHID),
       sp_appid: appid,
       sub_mchid: digits,
       sub_appid: appid,
@@ -111,7 +118,7 @@ const SPECS: RouteSpec[] = [
     }, { requiredKeys: ['sub_mchid', 'estimated_amount'] })),
     accepts: b => isObject(b) &&
       onlyKeys(b, ['sp_mchid', 'sp_appid', 'sub_mchid', 'sub_appid', 'deduct_duration', 'estimated_amount']) &&
-      optional(b, 'sp_mchid', ownMerchant) &&
+      optional(b, 'sp_mchid', ownMerchant(SP_MCHID)) &&
       optional(b, 'sp_appid', matches(APPID)) &&
       required(b, 'sub_mchid', matches(DIGITS)) &&
       optional(b, 'sub_appid', matches(APPID)) &&
@@ -119,6 +126,7 @@ const SPECS: RouteSpec[] = [
         required(d, 'count', positiveInt) && optional(d, 'unit', u => u === 'DAY')) &&
       required(b, 'estimated_amount', e => isObject(e) && onlyKeys(e, ['amount', 'currency']) &&
         required(e, 'amount', positiveInt) && optional(e, 'currency', c => c === 'CNY')),
+    profile: 'partner',
     defaults: { sp_mchid: 'mchid', sp_appid: 'appid' },
     fieldPaths: [['sp_mchid'], ['sp_appid'], ['sub_mchid'], ['sub_appid'], ['deduct_duration'], ['deduct_duration', 'count'],
       ['deduct_duration', 'unit'], ['estimated_amount'], ['estimated_amount', 'amount'], ['estimated_amount', 'currency']],
@@ -128,11 +136,13 @@ const SPECS: RouteSpec[] = [
     op: operation('payscorePartnerCollect'),
     param: 'out_order_no',
     paramRule: OUT_ORDER_NO,
-    validBody: asJson(fc.record({ service_id: fc.stringMatching(SERVICE_ID), sub_mchid: digits }, { requiredKeys: ['sub_mchid'] })),
-    accepts: b => isObject(b) && onlyKeys(b, ['service_id', 'sub_mchid']) &&
+    validBody: asJson(fc.record({ sp_mchid: fc.constant(SP_MCHID), service_id: fc.stringMatching(SERVICE_ID), sub_mchid: digits }, { requiredKeys: ['sub_mchid'] })),
+    accepts: b => isObject(b) && onlyKeys(b, ['sp_mchid', 'service_id', 'sub_mchid']) && optional(b, 'sp_mchid', ownMerchant(SP_MCHID)) &&
       optional(b, 'service_id', matches(SERVICE_ID)) && required(b, 'sub_mchid', matches(DIGITS)),
+    profile: 'partner',
     defaults: {},
-    fieldPaths: [['service_id'], ['sub_mchid']],
+    selectorOnly: 'sp_mchid',
+    fieldPaths: [['sp_mchid'], ['service_id'], ['sub_mchid']],
     objectPaths: [[]]
   }
 ]
@@ -253,8 +263,8 @@ const lengths = (chars: RegExp): fc.Arbitrary<string> => fc.oneof(fc.constant(''
 const NEAR_MISS: Record<string, fc.Arbitrary<unknown>> = {
   digits: fc.oneof(lengths(/[0-9]/), splice(digits, [...NOT_ALNUM, 'a', 'Z', '-', '_']), fc.integer({ min: 0 }), fc.stringMatching(/^[0-9]{32}$/),
     fc.constantFrom('-1', '1.5', '1e3', '0x1F', '１２３', '١٢٣', ' 1', '1 ', '1\n', null, 1230000109)),
-  merchant: fc.oneof(digits.filter(d => d !== MCHID), fc.constantFrom(`${MCHID}0`, `0${MCHID}`, ` ${MCHID}`, `${MCHID}\n`, `${MCHID} `, 1230000109,
-    '１２３００００１０９', [MCHID], MCHID)),
+  merchant: fc.oneof(digits.filter(d => d !== MCHID && d !== SP_MCHID), fc.constantFrom(`${MCHID}0`, `0${MCHID}`, ` ${MCHID}`, `${MCHID}\n`, `${MCHID} `, 1230000109,
+    '１２３００００１０９', [MCHID], MCHID, SP_MCHID, `${SP_MCHID} `)),
   appid: fc.oneof(lengths(/[0-9A-Za-z_-]/), splice(appid, NOT_ALNUM), fc.stringMatching(/^[0-9A-Za-z_-]{32}$/), fc.constantFrom(12345, null, 'wxd678efh567hg6787\n')),
   service: fc.oneof(lengths(/[0-9A-Za-z]/), splice(fc.stringMatching(SERVICE_ID), [...NOT_ALNUM, '_', '-']), fc.stringMatching(/^[0-9A-Za-z]{32}$/),
     fc.constantFrom(2002000000000558, null)),
@@ -436,6 +446,7 @@ function checkSane (s: RouteSpec, a: Answer): void {
 /** The body the gateway must send upstream for an accepted caller body. */
 function expectedUpstream (s: RouteSpec, body: Json, merchant: { mchid: string, appid?: string }): Json {
   const out: Json = { ...body }
+  if (s.selectorOnly !== undefined) delete out[s.selectorOnly]
   for (const [field, setting] of Object.entries(s.defaults)) if (!has(out, field)) out[field] = merchant[setting]
   return out
 }
@@ -449,6 +460,16 @@ function checkAccepted (s: RouteSpec, param: string, body: Json, merchant: { mch
   check(isDeepStrictEqual(sent, expected), `upstream body ${r.body}, expected ${JSON.stringify(expected)}`, a)
 }
 
+/** The ids of the gateway's two profiles, by kind. */
+function profilesOf (gw: Gateway): Record<'direct' | 'partner', { mchid: string, appid?: string }> {
+  const pick = (name: string): { mchid: string, appid?: string } => {
+    const p = gw.config.merchants.find(m => m.name === name)
+    if (p === undefined) throw new Error(`no profile ${name}`)
+    return { mchid: p.mchid, ...(p.appid !== undefined && { appid: p.appid }) }
+  }
+  return { direct: pick('direct'), partner: pick('partner') }
+}
+
 const BILLING = auth().authorization
 const ORDERS = auth(TOKENS.orders).authorization
 
@@ -456,8 +477,9 @@ const ORDERS = auth(TOKENS.orders).authorization
 
 t.test('any body, content type and path parameter: 2xx or a clear 4xx, and only valid calls reach WeChat Pay', async t => {
   const gw = await testGateway(t)
-  const merchant = { mchid: gw.config.wechat.mchid, ...(gw.config.wechat.appid !== undefined && { appid: gw.config.wechat.appid }) }
-  t.equal(merchant.mchid, MCHID)
+  const merchants = profilesOf(gw)
+  t.equal(merchants.direct.mchid, MCHID)
+  t.equal(merchants.partner.mchid, SP_MCHID)
   let accepted = 0
   let refused = 0
   for (const s of SPECS) {
@@ -490,7 +512,7 @@ t.test('any body, content type and path parameter: 2xx or a clear 4xx, and only 
       const parsed = body === '' ? { value: {} } : parseJson(body)
       const typeOk = ct.json || (body === '' && ct.value === undefined)
       const valid = typeOk && s.paramRule.test(param.p) && parsed !== undefined && s.accepts(parsed.value)
-      if (valid) checkAccepted(s, param.p, parsed.value as Json, merchant, a)
+      if (valid) checkAccepted(s, param.p, parsed.value as Json, merchants[s.profile], a)
       else check(a.status >= 400, 'an invalid request was accepted', a)
     }), runs(150))
   }
@@ -499,7 +521,7 @@ t.test('any body, content type and path parameter: 2xx or a clear 4xx, and only 
 
 t.test('near-valid bodies: accepted exactly when the field rules allow, otherwise a 400 naming the field', async t => {
   const gw = await testGateway(t)
-  const merchant = { mchid: gw.config.wechat.mchid, ...(gw.config.wechat.appid !== undefined && { appid: gw.config.wechat.appid }) }
+  const merchants = profilesOf(gw)
   const tally = { accepted: 0, refused: 0 }
   for (const s of SPECS) {
     const request = fc.record({ param: validParam(s), ct: jsonType, body: nearValid(s) })
@@ -509,7 +531,7 @@ t.test('near-valid bodies: accepted exactly when the field rules allow, otherwis
       const sent = JSON.parse(body.text) as unknown
       if (s.accepts(sent)) {
         tally.accepted++
-        checkAccepted(s, param, sent as Json, merchant, a)
+        checkAccepted(s, param, sent as Json, merchants[s.profile], a)
         return
       }
       tally.refused++
@@ -533,7 +555,7 @@ t.test('near-valid bodies: accepted exactly when the field rules allow, otherwis
 
 t.test('path parameters: accepted exactly when they match the rule, otherwise a 4xx naming the parameter', async t => {
   const gw = await testGateway(t)
-  const merchant = { mchid: gw.config.wechat.mchid, ...(gw.config.wechat.appid !== undefined && { appid: gw.config.wechat.appid }) }
+  const merchants = profilesOf(gw)
   const tally = { accepted: 0, refused: 0 }
   for (const s of SPECS) {
     const param = fc.oneof(
@@ -549,7 +571,7 @@ t.test('path parameters: accepted exactly when they match the rule, otherwise a 
       if (param === '.' || param === '..') return // dot segments: the URL names another path
       if (s.paramRule.test(param)) {
         tally.accepted++
-        checkAccepted(s, param, body, merchant, a)
+        checkAccepted(s, param, body, merchants[s.profile], a)
         return
       }
       tally.refused++

@@ -8,9 +8,9 @@ const notify = { sub_mchid: '12345512', sub_appid: 'wxd678efh567hg6787', deduct_
 t.test('all three routes answer 204 with a call WeChat Pay would accept', async t => {
   const { app, sandbox, logs } = await testGateway(t)
   const calls = [
-    { url: '/contracts/123124412412423431/fail-notify', body: {}, upstream: '/v3/papay/contracts/123124412412423431/fail-notify', sent: { mchid: '1230000109', appid: 'wxd678efh567hg6787' } },
-    { url: '/partner/contracts/123124412412423431/notify', body: notify, upstream: '/v3/partner-papay/contracts/123124412412423431/notify', sent: { sp_mchid: '1230000109', sp_appid: 'wxd678efh567hg6787', ...notify } },
-    { url: '/payscore/partner/serviceorder/1234323JKHDFE1243252/pay', body: collect, upstream: '/v3/payscore/partner/serviceorder/1234323JKHDFE1243252/pay', sent: collect }
+    { url: '/contracts/123124412412423431/fail-notify', body: {}, mchid: '1230000109', upstream: '/v3/papay/contracts/123124412412423431/fail-notify', sent: { mchid: '1230000109', appid: 'wxd678efh567hg6787' } },
+    { url: '/partner/contracts/123124412412423431/notify', body: notify, mchid: '1900000100', upstream: '/v3/partner-papay/contracts/123124412412423431/notify', sent: { sp_mchid: '1900000100', sp_appid: 'wxd678efh567hg6787', ...notify } },
+    { url: '/payscore/partner/serviceorder/1234323JKHDFE1243252/pay', body: { ...collect, sp_mchid: '1900000100' }, mchid: '1900000100', upstream: '/v3/payscore/partner/serviceorder/1234323JKHDFE1243252/pay', sent: collect }
   ]
   for (const call of calls) {
     const res = await app.inject({ method: 'POST', url: call.url, headers: { ...json, ...auth(), 'x-request-id': 'caller-id-1' }, payload: call.body })
@@ -20,13 +20,14 @@ t.test('all three routes answer 204 with a call WeChat Pay would accept', async 
     t.match(res.headers['wechatpay-request-id'], /^[0-9a-f]{32}$/)
     const seen = sandbox.app.sandbox.requests.at(-1)!
     t.equal(seen.url, call.upstream)
-    t.same(JSON.parse(seen.body), call.sent, 'merchant fields filled in from configuration')
+    t.same(JSON.parse(seen.body), call.sent, 'merchant fields filled in from the profile; a selector WeChat Pay does not take is not sent')
     t.match(seen.headers, {
       accept: 'application/json',
       'content-type': 'application/json',
       'user-agent': /^wechatpay-gateway\/\d+\.\d+\.\d+ \(linux\/\w+\) node\/\d+/,
-      'wechatpay-serial': sandbox.identity.json.wechatpay_public_key_id
+      'wechatpay-serial': sandbox.merchants.byMchid(call.mchid)?.ids.wechatpay_public_key_id
     })
+    t.match(seen.headers.authorization, new RegExp(`mchid="${call.mchid}"`), 'signed by the merchant of the operation\'s kind')
   }
   const lines = logs.find('operation')
   t.equal(lines.length, 3, 'one log line per operation')
@@ -48,8 +49,9 @@ t.test('bad input gets a 400 naming each field, and nothing is sent upstream', a
     ['/payscore/partner/serviceorder/..%2F..%2Fcertificates/pay', collect, /params\/out_order_no/],
     [`/payscore/partner/serviceorder/${'A'.repeat(33)}/pay`, collect, /params\/out_order_no/],
     ['/contracts/12%3F3/fail-notify', {}, /params\/contract_id/],
-    ['/contracts/123/fail-notify', { mchid: '1999999999' }, /body\/mchid: must be this gateway's merchant id 1230000109/],
-    ['/partner/contracts/123/notify', { sp_mchid: '1999999999', sub_mchid: '12345512', estimated_amount: { amount: 1 } }, /body\/sp_mchid/]
+    ['/contracts/123/fail-notify', { mchid: '1999999999' }, /body\/mchid: unknown merchant id 1999999999: one of 1230000109 \(direct\)/],
+    ['/partner/contracts/123/notify', { sp_mchid: '1999999999', sub_mchid: '12345512', estimated_amount: { amount: 1 } }, /body\/sp_mchid: unknown merchant id 1999999999: one of 1900000100 \(partner\)/],
+    ['/payscore/partner/serviceorder/abc/pay', { ...collect, sp_mchid: '1230000109' }, /body\/sp_mchid: 1230000109 is the profile direct, not a service provider/]
   ]
   for (const [url, payload, field] of cases) {
     const res = await app.inject({ method: 'POST', url, headers: { ...json, ...auth() }, payload: payload as object })
@@ -70,14 +72,11 @@ t.test('a caller may name the merchant id the gateway holds, and another appid',
   t.same(JSON.parse(sandbox.app.sandbox.requests.at(-1)!.body), { mchid: '1230000109', appid: 'wx0000000000000001' })
 })
 
-t.test('without WECHATPAY_APPID the caller must send the appid', async t => {
+t.test('without an appid in the profile the caller must send the appid', async t => {
   const { app } = await testGateway(t, { omit: ['appid'] })
-  await app.ready()
-  const { merchant } = app
-  t.same(merchant, { mchid: '1230000109' })
   const res = await app.inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { ...json, ...auth() }, payload: {} })
   t.equal(res.statusCode, 400)
-  t.match(res.json().message, /body\/appid: required: send it, or configure WECHATPAY_APPID/)
+  t.match(res.json().message, /body\/appid: required: send it, or set appid in the merchant profile/)
 })
 
 t.test('WeChat Pay\'s errors: 4xx pass through, 5xx become 502, an unsigned SIGN_ERROR is unverified', async t => {

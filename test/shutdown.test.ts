@@ -55,13 +55,7 @@ t.test('a grace period too short for the longest call is refused at start', asyn
 t.test('a replica killed mid-call: the same key on another replica is never run again', async t => {
   const redis = await testRedis(t, { persist: true })
   const sandbox = await testSandbox(t, { slowMs: 2000 })
-  const s = sandbox.gatewaySettings(3000)
-  const server = start(t, {
-    WECHATPAY_MODE: 'live', WECHATPAY_BASE_URL: s.baseUrl, WECHATPAY_MCHID: s.mchid, WECHATPAY_APPID: s.appid ?? '',
-    WECHATPAY_MERCHANT_SERIAL: s.merchantSerial, WECHATPAY_PRIVATE_KEY_FILE: s.privateKeyFile,
-    WECHATPAY_PUBLIC_KEY_ID: s.publicKeyId ?? '', WECHATPAY_PUBLIC_KEY_FILE: s.publicKeyFile ?? '',
-    WECHATPAY_TIMEOUT_MS: '3000', GATEWAY_TOKENS: `billing:${TOKENS.billing}`, REDIS_URL: redis.url
-  })
+  const server = start(t, liveEnv(sandbox, { WECHATPAY_TIMEOUT_MS: '3000', REDIS_URL: redis.url }))
   const url = await server.listening
   for (let i = 0; i < 100 && (await request(`${url}/readyz`)).statusCode !== 200; i++) await new Promise(resolve => setTimeout(resolve, 50))
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${TOKENS.billing}`, 'idempotency-key': 'killed-1' }

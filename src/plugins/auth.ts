@@ -12,6 +12,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The caller's name from GATEWAY_TOKENS (`anonymous` when authentication is off). */
     caller: string | null
+    /** The merchant profiles the caller may use (undefined: all). */
+    callerMerchants: string[] | undefined
   }
 }
 
@@ -44,6 +46,7 @@ const unauthorized = (why: string) =>
 async function auth (app: FastifyInstance, opts: AuthOptions): Promise<void> {
   const identify = createAuthenticator(opts.tokens)
   app.decorateRequest('caller', null)
+  app.decorateRequest('callerMerchants', undefined)
   app.decorate('authenticate', async (request: FastifyRequest) => {
     if (!opts.enabled) {
       request.caller = 'anonymous'
@@ -54,6 +57,7 @@ async function auth (app: FastifyInstance, opts: AuthOptions): Promise<void> {
     const caller = identify(header)
     if (caller === undefined) throw unauthorized('Unknown caller token')
     request.caller = caller.name
+    request.callerMerchants = caller.merchants
     const operation = request.routeOptions.config.operation
     if (caller.operations !== undefined && operation !== undefined && !caller.operations.includes(operation)) {
       throw gatewayError('FORBIDDEN', `Caller ${caller.name} may not use ${operation}`)

@@ -101,7 +101,8 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
       if (typeof given !== 'string') return
       const operation = request.routeOptions.config.operation ?? ''
       const owner = request.caller ?? ''
-      const key = sha256(`${owner}\n${operation}\n${given}`)
+      // A key belongs to one merchant, one caller and one operation: it never crosses merchants.
+      const key = sha256(`${request.profile?.name ?? ''}\n${owner}\n${operation}\n${given}`)
       const fingerprint = sha256(canonical([request.params, request.body]))
       // A waiting duplicate stops waiting when its caller leaves (the response closes before it is sent), or when
       // the gateway must stop at once.

@@ -40,8 +40,8 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
   })
   const upstream = new Histogram({
     name: 'wechatpay_gateway_upstream_duration_seconds',
-    help: 'Calls to WeChat Pay (all attempts), by operation and outcome code (WeChat\'s code, the gateway\'s error code, or OK)',
-    labelNames: ['operation', 'code'],
+    help: 'Calls to WeChat Pay (all attempts), by operation, merchant profile and outcome code (WeChat\'s code, the gateway\'s error code, or OK)',
+    labelNames: ['operation', 'merchant', 'code'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry]
   })
@@ -57,8 +57,10 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     collect () {
       // Reported only where certificates exist: a 0 for a public-key merchant would fire an expiry alert for ever.
       this.reset()
-      const seconds = app.hasDecorator('keyStatus') ? app.keyStatus().certificateExpirySeconds : undefined
-      if (seconds !== undefined) this.set({ merchant: app.merchant.mchid }, Math.round(seconds))
+      if (!app.hasDecorator('merchantStatus')) return
+      for (const [merchant, status] of Object.entries(app.merchantStatus())) {
+        if (status.certificateExpirySeconds !== undefined) this.set({ merchant }, Math.round(status.certificateExpirySeconds))
+      }
     }
   })
 
@@ -75,7 +77,7 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     const trace = request.upstream
     const operation = request.routeOptions.config.operation
     if (trace === null || operation === undefined || trace.ms === undefined) return
-    upstream.observe({ operation, code: codeLabel(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
+    upstream.observe({ operation, merchant: request.profile?.name ?? 'none', code: codeLabel(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
     for (const reason of trace.retried ?? []) retries.inc({ operation, reason })
     if (trace.failover === true) failovers.inc({ operation })
     if (trace.verificationFailure !== undefined) verificationFailures.inc({ reason: trace.verificationFailure })

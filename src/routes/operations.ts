@@ -6,6 +6,7 @@ import { ErrorBody } from '../plugins/errors.js'
 import { rateLimiter, type LimitsOptions } from '../plugins/limits.js'
 import type { CallTrace } from '../wechat/client.js'
 import { callerBody, operations, upstreamBody, type Operation } from '../wechat/operations.js'
+import type { MerchantProfile } from '../wechat/profile.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -15,6 +16,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** What happened upstream, for the request's log line. */
     upstream: CallTrace | null
+    /** The merchant profile the call uses (chosen before rate limits and idempotency). */
+    profile: MerchantProfile | null
   }
 }
 
@@ -73,6 +76,7 @@ function routeSchema (op: Operation) {
  */
 const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLimit'] }> = async (app, opts) => {
   app.decorateRequest('upstream', null)
+  app.decorateRequest('profile', null)
   // An empty body is an empty object: `curl -X POST` with no data works where every field is optional.
   const parseJson = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
@@ -82,6 +86,24 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
   })
   app.addHook('preValidation', async request => { if (request.body === undefined) request.body = {} })
   app.addHook('onRequest', app.authenticate)
+  // The merchant profile, from the field that names it: before rate limits and Idempotency-Key claims, which it scopes.
+  const byId = new Map(operations.map(op => [op.id, op]))
+  app.addHook('preHandler', async request => {
+    const op = byId.get(request.routeOptions.config.operation ?? '') as Operation
+    const value = (request.body as Record<string, unknown>)[op.merchant.field]
+    const profile = app.merchants.select({
+      type: op.merchant.type,
+      field: op.merchant.field,
+      location: 'body',
+      value: typeof value === 'string' ? value : undefined,
+      allowed: request.callerMerchants,
+      caller: request.caller ?? 'anonymous'
+    })
+    if (!profile.usable()) {
+      throw gatewayError('MERCHANT_UNAVAILABLE', `Merchant ${profile.name} cannot verify WeChat Pay's answers now (no valid key; see /readyz); nothing was sent`)
+    }
+    request.profile = profile
+  })
   await rateLimiter(app, opts.rateLimit)
   app.addHook('preHandler', app.idempotency.claim)
   app.addHook('onSend', app.idempotency.record)
@@ -95,10 +117,11 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
       handler: async (request, typedReply) => {
         // The answer is WeChat Pay's verified status and bytes, passed through as they are.
         const reply = typedReply as unknown as FastifyReply
-        const body = upstreamBody(op, request.body as Record<string, unknown>, app.merchant)
+        const profile = request.profile as MerchantProfile
+        const body = upstreamBody(op, request.body as Record<string, unknown>, profile)
         const trace: CallTrace = {}
         request.upstream = trace
-        const result = await app.wechat.call(op, request.params as Record<string, string>, body, trace, app.lifecycle.signal).catch((err: GatewayError) => {
+        const result = await app.wechat.call(profile, op, request.params as Record<string, string>, body, trace, app.lifecycle.signal).catch((err: GatewayError) => {
           trace.error = err.code
           throw err
         })

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { WechatConfig } from '../config.js'
 import { buildSandbox, type KeyMode } from './app.js'
-import { ensureIdentity, type IdentityOverrides, type SandboxIdentity } from './identity.js'
+import { DEFAULT_MERCHANTS, ensureMerchants, type SandboxMerchants } from './merchants.js'
+import type { MerchantSpec } from './settings.js'
 
 export interface StartOptions {
   dir: string
@@ -11,25 +11,35 @@ export interface StartOptions {
   keyMode?: KeyMode
   slowMs?: number
   bench?: boolean
-  overrides?: IdentityOverrides
+  /** The accounts to play (default: a direct merchant and a service provider). */
+  merchants?: readonly MerchantSpec[]
+  /** Ids of the direct merchant, fixed when its keys are first made (Compose and SDK users set them). */
+  overrides?: { [K in 'mchid' | 'appid' | 'merchantSerial' | 'publicKeyId']?: string | undefined }
+  /** The merchant profiles file written in `dir` (default merchants.json). */
+  profilesFile?: string
 }
 
 export interface RunningSandbox {
   url: string
-  identity: SandboxIdentity
+  merchants: SandboxMerchants
   app: FastifyInstance
-  /** What a gateway (or any client) needs to call this sandbox, in the gateway's own settings. */
-  gatewaySettings: (timeoutMs: number) => WechatConfig
+  /** The merchant profiles (WECHATPAY_MERCHANTS_FILE format), written for the key mode the simulator started in. */
+  merchantsFile: string
   close: () => Promise<void>
 }
 
 /** Creates or loads the sandbox's keys in `dir` and starts the simulator on `host:port` (0 = any free port). */
 export async function startSandbox (options: StartOptions): Promise<RunningSandbox> {
-  const identity = await ensureIdentity(options.dir, options.overrides)
+  const overrides = Object.fromEntries(Object.entries(options.overrides ?? {}).filter(([, v]) => v !== undefined))
+  const given = options.merchants ?? DEFAULT_MERCHANTS
+  const direct = given.find(s => s.type === 'direct')
+  const specs = given.map(spec => spec === direct ? { ...spec, ...overrides } : spec)
+  const merchants = await ensureMerchants(options.dir, specs)
+  const keyMode = options.keyMode ?? 'public-key'
   const app = buildSandbox({
-    identity,
+    merchants,
     logger: options.logger,
-    ...(options.keyMode !== undefined && { keyMode: options.keyMode }),
+    keyMode,
     ...(options.slowMs !== undefined && { slowMs: options.slowMs }),
     ...(options.bench !== undefined && { bench: options.bench })
   })
@@ -38,23 +48,5 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
   const port = typeof address === 'object' && address !== null ? address.port : options.port
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
-  const { json, path } = identity
-  return {
-    url,
-    identity,
-    app,
-    // The keys a merchant in this key mode has: the public key, the APIv3 key (platform certificates), or both.
-    gatewaySettings: timeoutMs => ({
-      baseUrl: url,
-      mchid: json.mchid,
-      appid: json.appid,
-      merchantSerial: json.merchant_serial,
-      privateKeyFile: path(json.merchant_private_key_file),
-      merchantCertFile: path(json.merchant_cert_file),
-      ...(app.sandbox.keyMode !== 'certificate' && { publicKeyId: json.wechatpay_public_key_id, publicKeyFile: path(json.wechatpay_public_key_file) }),
-      ...(app.sandbox.keyMode !== 'public-key' && { apiv3Key: json.apiv3_key }),
-      timeoutMs
-    }),
-    close: () => app.close()
-  }
+  return { url, merchants, app, merchantsFile: merchants.writeProfiles(keyMode, options.profilesFile), close: () => app.close() }
 }

@@ -1,4 +1,29 @@
 import { z } from 'zod'
+import type { MerchantType } from '../wechat/profile.js'
+import type { StartOptions } from './index.js'
+
+/** An account the simulator plays. */
+export interface MerchantSpec {
+  name: string
+  type: MerchantType
+  mchid: string
+  appid?: string | undefined
+  merchantSerial?: string | undefined
+  publicKeyId?: string | undefined
+}
+
+/** `SANDBOX_MERCHANTS`: `name:type:mchid,...`, e.g. `direct:direct:1230000109,partner:partner:1900000100`. */
+function parseMerchantSpecs (value: string): MerchantSpec[] | string {
+  const specs: MerchantSpec[] = []
+  for (const entry of value.split(',').map(e => e.trim()).filter(Boolean)) {
+    const [name = '', type = '', mchid = ''] = entry.split(':')
+    if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name) || (type !== 'direct' && type !== 'partner') || !/^\d{1,32}$/.test(mchid)) {
+      return `"${entry}" is not name:direct|partner:mchid`
+    }
+    specs.push({ name, type, mchid })
+  }
+  return specs.length > 0 ? specs : 'lists no merchant'
+}
 
 /**
  * The simulator's settings, read alike by `npm start` (sandbox mode: the simulator in the gateway's process) and by
@@ -15,7 +40,24 @@ export const sandboxSettings = z.object({
   SANDBOX_MCHID: z.string().regex(/^\d{1,32}$/, 'must be 1-32 digits').optional(),
   SANDBOX_APPID: z.string().regex(/^[0-9A-Za-z_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -').optional(),
   SANDBOX_MERCHANT_SERIAL: z.string().regex(/^[0-9A-Fa-f]{8,40}$/, 'must be 8-40 hexadecimal digits').optional(),
-  SANDBOX_PUBLIC_KEY_ID: z.string().regex(/^PUB_KEY_ID_\d+$/, 'must look like PUB_KEY_ID_0112...').optional()
+  SANDBOX_PUBLIC_KEY_ID: z.string().regex(/^PUB_KEY_ID_\d+$/, 'must look like PUB_KEY_ID_0112...').optional(),
+  SANDBOX_MERCHANTS: z.string().transform((value, ctx): MerchantSpec[] => {
+    const specs = parseMerchantSpecs(value)
+    if (typeof specs === 'string') ctx.addIssue({ code: 'custom', message: `${specs}: expected name:direct|partner:mchid,...` })
+    return typeof specs === 'string' ? [] : specs
+  }).optional()
 })
 
 export type SandboxSettings = z.infer<typeof sandboxSettings>
+
+/** What the simulator is started with, from its settings (where it listens is the caller's business). */
+export function sandboxOptions (s: SandboxSettings): Omit<StartOptions, 'host' | 'port' | 'logger'> {
+  return {
+    dir: s.SANDBOX_DIR,
+    keyMode: s.SANDBOX_KEY_MODE,
+    slowMs: s.SANDBOX_SLOW_MS,
+    bench: s.SANDBOX_BENCH === '1',
+    ...(s.SANDBOX_MERCHANTS !== undefined && { merchants: s.SANDBOX_MERCHANTS }),
+    overrides: { mchid: s.SANDBOX_MCHID, appid: s.SANDBOX_APPID, merchantSerial: s.SANDBOX_MERCHANT_SERIAL, publicKeyId: s.SANDBOX_PUBLIC_KEY_ID }
+  }
+}

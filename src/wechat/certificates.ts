@@ -1,7 +1,7 @@
 import { createDecipheriv, X509Certificate } from 'node:crypto'
-import { parseJson, type RawAnswer, type WechatPayClient } from './client.js'
+import { parseJson, type Exchange, type RawAnswer } from './client.js'
 import type { CertificateEntry, KeyRing } from './keys.js'
-import { READ_RETRY_POLICY } from './retry.js'
+import type { VerificationKeys } from './verifier.js'
 
 /**
  * Platform-certificate mode (PROTOCOL.md B.6): download `GET /v3/certificates`, decrypt each certificate with the
@@ -30,7 +30,7 @@ export function decryptResource (apiv3Key: string, resource: EncryptedResource):
 export class NoPlatformCertificates extends Error {
   constructor (code: string) {
     super(`WeChat Pay has no platform certificates for this merchant (${code}): it uses the WeChat Pay public key. ` +
-      'Set WECHATPAY_PUBLIC_KEY_ID and WECHATPAY_PUBLIC_KEY_FILE (商户平台 > 账户中心 > API安全 > 微信支付公钥) and unset WECHATPAY_APIV3_KEY.')
+      'Configure its public key id and file (商户平台 > 账户中心 > API安全 > 微信支付公钥) and the public-key key mode.')
     this.name = 'NoPlatformCertificates'
   }
 }
@@ -40,8 +40,11 @@ interface CertificateList {
 }
 
 export interface CertificateManagerOptions {
-  client: WechatPayClient
+  /** Sends the signed `GET /v3/certificates` of this merchant; `keysFor` gives the keys its answer is checked with. */
+  fetch: (keysFor: (answer: RawAnswer) => VerificationKeys) => Promise<Exchange>
   apiv3Key: string
+  /** Where the APIv3 key was configured, for messages. */
+  apiv3KeyLabel: string
   keys: KeyRing
   /** Scheduled refresh; WeChat Pay asks for less than 12 h. */
   intervalMs?: number
@@ -52,7 +55,7 @@ export interface CertificateManagerOptions {
 }
 
 /** The certificates of a `GET /v3/certificates` answer, decrypted and checked; an Error says what is wrong. */
-function decryptList (apiv3Key: string, answer: RawAnswer): Map<string, CertificateEntry> | Error {
+function decryptList (apiv3Key: string, label: string, answer: RawAnswer): Map<string, CertificateEntry> | Error {
   const parsed = parseJson(answer.body) as CertificateList | undefined
   const entries = new Map<string, CertificateEntry>()
   if (answer.status !== 200) return entries
@@ -63,7 +66,7 @@ function decryptList (apiv3Key: string, answer: RawAnswer): Map<string, Certific
     try {
       pem = decryptResource(apiv3Key, item.encrypt_certificate)
     } catch (err) {
-      return new Error(`cannot decrypt platform certificate ${item.serial_no} with WECHATPAY_APIV3_KEY (${(err as Error).message}): is it the APIv3 key set in the merchant platform?`)
+      return new Error(`cannot decrypt platform certificate ${item.serial_no} with the APIv3 key of ${label} (${(err as Error).message}): is it the APIv3 key set in the merchant platform?`)
     }
     const cert = new X509Certificate(pem)
     const serial = cert.serialNumber.toUpperCase()
@@ -124,18 +127,15 @@ export class CertificateManager {
 
   private async download (): Promise<boolean> {
     this.lastAttempt = Date.now()
-    const { client, apiv3Key, keys } = this.options
+    const { fetch, apiv3Key, apiv3KeyLabel, keys } = this.options
     // The answer must verify with the certificates it delivers (or with a key already trusted, in migration mode).
     let delivered: Map<string, CertificateEntry> | Error = new Map()
-    const { answer, verification } = await client.exchange('GET', '/v3/certificates', '', {
-      policy: READ_RETRY_POLICY,
-      keysFor: raw => {
-        delivered = decryptList(apiv3Key, raw)
-        const entries = delivered instanceof Error ? new Map<string, CertificateEntry>() : delivered
-        return {
-          get: serial => entries.get(serial.toUpperCase())?.key ?? keys.get(serial),
-          serials: () => [...entries.keys(), ...keys.serials()]
-        }
+    const { answer, verification } = await fetch(raw => {
+      delivered = decryptList(apiv3Key, apiv3KeyLabel, raw)
+      const entries = delivered instanceof Error ? new Map<string, CertificateEntry>() : delivered
+      return {
+        get: serial => entries.get(serial.toUpperCase())?.key ?? keys.get(serial),
+        serials: () => [...entries.keys(), ...keys.serials()]
       }
     })
     const parsed = parseJson(answer.body) as { code?: string, message?: string } | undefined

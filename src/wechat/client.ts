@@ -3,28 +3,21 @@ import { Pool, type Dispatcher } from 'undici'
 import { GatewayError, gatewayError, upstreamError, type Outcome } from '../errors.js'
 import { NAME, VERSION } from '../version.js'
 import { MemoryNonces, type NonceStore } from './nonces.js'
+import type { MerchantProfile } from './profile.js'
 import { upstreamTarget, type Operation } from './operations.js'
 import { CONNECT_ERRORS, OPERATION_RETRY_POLICY, retryDelayMs, retryReason, type AttemptOutcome, type RetryPolicy } from './retry.js'
-import { signRequest, type MerchantIdentity } from './signer.js'
+import { signRequest } from './signer.js'
 import { headerValue, isSigned, SIGNATURE_HEADERS, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
 
 /** The WeChat Pay v3 client: signs, sends, verifies, and decides what a failure means. It knows nothing of Fastify. */
 
 export interface ClientOptions {
-  baseUrl: string
-  /** Used only when the primary host cannot be connected to (PROTOCOL.md D.1). */
-  backupBaseUrl?: string | undefined
   /** The longest one attempt may take, headers and body together. */
   timeoutMs: number
   retry?: RetryPolicy
-  /** The signing identity; read on every call, so a rotated key applies to the next call. */
-  merchant: () => MerchantIdentity
-  keys: VerificationKeys
   /** Remembers the nonces of accepted answers, so that none is accepted twice (nonces.ts). */
   nonces?: NonceStore
-  /** Sent as `Wechatpay-Serial` so that WeChat Pay signs its answers with the public key (PROTOCOL.md B.6). */
-  publicKeyId?: string | undefined
-  /** Injected in tests (e.g. MockAgent); otherwise one keep-alive Pool per host. */
+  /** Injected in tests (e.g. MockAgent); otherwise one keep-alive Pool per WeChat Pay host, shared by every profile. */
   dispatcher?: Dispatcher
   now?: () => number
 }
@@ -158,26 +151,14 @@ function attemptFailure (err: unknown, timedOut: boolean): AttemptOutcome {
 }
 
 export class WechatPayClient {
-  private readonly upstreams: Array<{ origin: string, dispatcher: Dispatcher }>
-  private readonly headers: Record<string, string>
+  private readonly pools = new Map<string, Dispatcher>()
+  private readonly headers = new WeakMap<MerchantProfile, Record<string, string>>()
   private readonly retry: RetryPolicy
   private readonly nonces: NonceStore
 
   constructor (private readonly options: ClientOptions) {
-    const origins = [options.baseUrl, ...(options.backupBaseUrl !== undefined ? [options.backupBaseUrl] : [])]
-    this.upstreams = origins.map(origin => ({
-      origin,
-      dispatcher: options.dispatcher ?? new Pool(origin, { connections: 128, connectTimeout: Math.min(options.timeoutMs, 5000), keepAliveTimeout: 30_000 })
-    }))
     this.retry = options.retry ?? OPERATION_RETRY_POLICY
     this.nonces = options.nonces ?? new MemoryNonces()
-    // Computed once: every call sends the same fixed headers.
-    this.headers = {
-      accept: 'application/json',
-      'content-type': 'application/json',
-      'user-agent': USER_AGENT,
-      ...(options.publicKeyId !== undefined && { 'wechatpay-serial': options.publicKeyId })
-    }
   }
 
   /**
@@ -193,9 +174,9 @@ export class WechatPayClient {
    * WeChat Pay's verified errors keep WeChat's status and code (`mapErrorAnswer`), and anything that cannot be
    * verified has an unknown outcome. `trace` is filled as it goes.
    */
-  async call (op: Operation, params: Record<string, string>, body: Record<string, unknown>,
+  async call (profile: MerchantProfile, op: Operation, params: Record<string, string>, body: Record<string, unknown>,
     trace: CallTrace = {}, signal?: AbortSignal): Promise<UpstreamResult> {
-    const { answer, verification } = await this.exchange(op.method, upstreamTarget(op, params), JSON.stringify(body),
+    const { answer, verification } = await this.exchange(profile, op.method, upstreamTarget(op, params), JSON.stringify(body),
       { policy: op.retry, trace, ...(signal !== undefined && { signal }) })
     const { status, body: raw, requestId } = answer
     const fail = (err: GatewayError): GatewayError => withRequestId(err, requestId)
@@ -219,13 +200,14 @@ export class WechatPayClient {
    * decided: 2xx answers always, errors when they are signed. Returns the last answer; throws a GatewayError when
    * no attempt got one.
    */
-  async exchange (method: string, target: string, payload: string, opts: ExchangeOptions = {}): Promise<Exchange> {
+  async exchange (profile: MerchantProfile, method: string, target: string, payload: string, opts: ExchangeOptions = {}): Promise<Exchange> {
     const { policy = this.retry, trace = {}, keysFor, signal } = opts
-    const signed = await signRequest(this.options.merchant(), method, target, payload, this.now())
+    const signed = await signRequest(profile.identity(), method, target, payload, this.now())
     trace.signMessageLength = Buffer.byteLength(signed.message)
     const startedAt = performance.now()
     const deadline = startedAt + policy.budgetMs + this.options.timeoutMs
-    const headers = { ...this.headers, authorization: signed.authorization }
+    const headers = { ...this.fixedHeaders(profile), authorization: signed.authorization }
+    const upstreams = this.upstreamsOf(profile)
     const retried: string[] = []
     let host = 0
     let last: { exchange?: Exchange, error?: unknown, outcome: AttemptOutcome } | undefined
@@ -235,7 +217,7 @@ export class WechatPayClient {
       for (let attempt = 1; ; attempt++) {
         if (aborted()) throw upstreamError.unavailable('the gateway is shutting down', 'not_executed')
         if (host > 0) trace.failover = true
-        const upstream = this.upstreams[host] as { origin: string, dispatcher: Dispatcher }
+        const upstream = upstreams[host] as { origin: string, dispatcher: Dispatcher }
         const limit = attemptLimit(Math.max(1, Math.min(this.options.timeoutMs, deadline - performance.now())), signal)
         try {
           const response = await upstream.dispatcher.request({
@@ -251,7 +233,7 @@ export class WechatPayClient {
           trace.upstreamStatus = answer.status
           if (answer.requestId !== undefined) trace.requestId = answer.requestId
           const verification = answer.status >= 200 && answer.status < 300 || isSigned(answer.headers)
-            ? await this.verify(answer, trace, keysFor?.(answer))
+            ? await this.verify(profile, answer, trace, keysFor?.(answer))
             : undefined
           const outcome: AttemptOutcome = verification?.ok === true
             ? { kind: 'answered', status: answer.status, retryAfter: headerValue(answer.headers, 'retry-after') }
@@ -272,10 +254,10 @@ export class WechatPayClient {
         const reason = retryReason(policy, last.outcome)
         if (reason === undefined || attempt > policy.maxRetries) break
         // A host that could not be connected to is left for the other one at once; anything else waits its turn.
-        const failover = last.outcome.kind === 'not_sent' && this.upstreams.length > 1
+        const failover = last.outcome.kind === 'not_sent' && upstreams.length > 1
         const delay = failover ? 0 : retryDelayMs(policy, attempt, last.outcome.kind === 'answered' ? last.outcome.retryAfter : undefined)
         if (performance.now() + delay - startedAt > policy.budgetMs) break
-        if (failover) host = (host + 1) % this.upstreams.length
+        if (failover) host = (host + 1) % upstreams.length
         retried.push(reason)
         if (delay > 0) await sleep(delay, undefined, signal !== undefined ? { signal } : {}).catch(() => {})
         if (aborted()) break
@@ -289,13 +271,13 @@ export class WechatPayClient {
     throw this.transportError(last.error, last.outcome)
   }
 
-  /** Verifies an answer, and refuses one whose nonce was already accepted (a replay: nonces.ts). */
-  async verify (answer: RawAnswer, trace: CallTrace, keys: VerificationKeys = this.options.keys): Promise<VerificationResult> {
+  /** Verifies an answer to `profile`, and refuses one whose nonce was already accepted (a replay: nonces.ts). */
+  async verify (profile: MerchantProfile, answer: RawAnswer, trace: CallTrace, keys: VerificationKeys = profile.keys): Promise<VerificationResult> {
     let verification = await verifyResponse(keys, answer.headers, answer.body, this.now())
     if (verification.ok) {
       const timestamp = headerValue(answer.headers, SIGNATURE_HEADERS.timestamp) as string
       const nonce = headerValue(answer.headers, SIGNATURE_HEADERS.nonce) as string
-      if (!await this.nonces.firstUse(this.options.merchant().mchid, timestamp, nonce)) {
+      if (!await this.nonces.firstUse(profile.name, timestamp, nonce)) {
         verification = { ok: false, reason: 'REPLAYED', message: `the answer's nonce ${nonce.slice(0, 64)} was already used by an earlier answer: a replayed answer`, serial: verification.serial }
       }
     }
@@ -305,7 +287,35 @@ export class WechatPayClient {
   }
 
   async close (): Promise<void> {
-    if (this.options.dispatcher === undefined) await Promise.all(this.upstreams.map(u => u.dispatcher.close()))
+    if (this.options.dispatcher === undefined) await Promise.all([...this.pools.values()].map(pool => pool.close()))
+  }
+
+  /** Every call sends the same fixed headers, computed once per profile. */
+  private fixedHeaders (profile: MerchantProfile): Record<string, string> {
+    let headers = this.headers.get(profile)
+    if (headers === undefined) {
+      headers = {
+        accept: 'application/json',
+        'content-type': 'application/json',
+        'user-agent': USER_AGENT,
+        ...(profile.publicKeyId !== undefined && { 'wechatpay-serial': profile.publicKeyId })
+      }
+      this.headers.set(profile, headers)
+    }
+    return headers
+  }
+
+  /** The profile's primary host, and its backup: keep-alive pools, one per host, shared by every profile. */
+  private upstreamsOf (profile: MerchantProfile): Array<{ origin: string, dispatcher: Dispatcher }> {
+    const { baseUrl, backupBaseUrl } = profile.config
+    return [baseUrl, ...(backupBaseUrl !== undefined ? [backupBaseUrl] : [])].map(origin => {
+      let dispatcher = this.options.dispatcher ?? this.pools.get(origin)
+      if (dispatcher === undefined) {
+        dispatcher = new Pool(origin, { connections: 128, connectTimeout: Math.min(this.options.timeoutMs, 5000), keepAliveTimeout: 30_000 })
+        this.pools.set(origin, dispatcher)
+      }
+      return { origin, dispatcher }
+    })
   }
 
   private async readAnswer (response: Dispatcher.ResponseData): Promise<RawAnswer> {

@@ -63,23 +63,32 @@ export function loadPublicKey (path: string, setting: string, problems: string[]
   return undefined
 }
 
+/** Where each key setting of a merchant was given, for messages: an environment variable or a field of the merchants file. */
+export interface KeyLabels {
+  privateKeyFile: string
+  merchantCertFile: string
+  merchantSerial: string
+  publicKeyFile: string
+  apiv3Key: string
+}
+
 /** Checks a merchant certificate (apiclient_cert.pem) against the configured serial and private key. */
 export function checkMerchantCertificate (path: string, serial: string, privateKey: KeyObject | undefined,
-  problems: string[]): void {
-  const pem = read(path, 'WECHATPAY_MERCHANT_CERT_FILE', problems)
+  problems: string[], labels: KeyLabels): void {
+  const pem = read(path, labels.merchantCertFile, problems)
   if (pem === undefined) return
   let cert: X509Certificate
   try {
     cert = new X509Certificate(pem)
   } catch {
-    problems.push(`WECHATPAY_MERCHANT_CERT_FILE: ${path} is not a PEM certificate`)
+    problems.push(`${labels.merchantCertFile}: ${path} is not a PEM certificate`)
     return
   }
   if (cert.serialNumber.toUpperCase() !== serial.toUpperCase()) {
-    problems.push(`WECHATPAY_MERCHANT_SERIAL is ${serial} but the merchant certificate's serial is ${cert.serialNumber.toUpperCase()}`)
+    problems.push(`${labels.merchantSerial} is ${serial} but the merchant certificate's serial is ${cert.serialNumber.toUpperCase()}`)
   }
   if (privateKey !== undefined && !cert.checkPrivateKey(privateKey)) {
-    problems.push('WECHATPAY_PRIVATE_KEY_FILE does not belong to the merchant certificate in WECHATPAY_MERCHANT_CERT_FILE')
+    problems.push(`${labels.privateKeyFile} does not belong to the merchant certificate in ${labels.merchantCertFile}`)
   }
 }
 
@@ -137,6 +146,11 @@ export class KeyRing implements VerificationKeys {
     const now = this.now()
     const left = [...this.certificates.values()].map(c => c.expiresAt - now).filter(ms => ms > 0)
     return left.length === 0 ? undefined : Math.min(...left) / 1000
+  }
+
+  /** True when no key can verify anything now. */
+  isEmpty (): boolean {
+    return this.publicKeys.size === 0 && this.nearestCertificateExpiry() === undefined
   }
 
   hasCertificates (): boolean {

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { validationError, type FieldIssue } from '../errors.js'
+import type { MerchantType } from './profile.js'
 import { OPERATION_RETRY_POLICY, type RetryPolicy } from './retry.js'
 
 /**
@@ -33,8 +34,8 @@ const outOrderNo = z.string().regex(/^[0-9A-Za-z_\-|*]{1,32}$/, 'must be 1-32 ch
 
 // ---- operation descriptions ------------------------------------------------------------------------------------
 
-/** Body fields that belong to the merchant itself: they default from configuration and cannot be overridden. */
-export type MerchantField = 'mchid' | 'appid'
+/** Profile settings that fill a body field the caller leaves out. */
+export type ProfileField = 'mchid' | 'appid'
 
 export interface Operation {
   /** Stable id: the OpenAPI operationId, the metrics label and the name used in caller permissions. */
@@ -47,13 +48,17 @@ export interface Operation {
   summary: string
   description: string
   tags: string[]
+  /**
+   * Which kind of WeChat Pay account calls it (PROTOCOL.md, the table at the top), and the field by which a caller
+   * names that account (the merchant profile). `forwarded: false`: WeChat Pay's body has no such field (the account
+   * is the one that signs), so the gateway takes it from the caller and does not send it on.
+   */
+  merchant: { type: MerchantType, field: 'mchid' | 'sp_mchid', forwarded: boolean }
   params: z.ZodObject
   /** The upstream body with WeChat Pay's rules: all required fields required. */
   body: z.ZodObject
-  /** Body field → which merchant setting fills it when the caller leaves it out. */
-  merchantFields: Record<string, MerchantField>
-  /** The merchant fields a caller may not change (another merchant id is refused). */
-  lockedFields: string[]
+  /** Body field → which setting of the chosen profile fills it when the caller leaves it out. */
+  profileFields: Record<string, ProfileField>
   successStatus: 204
   /**
    * How this operation is retried (which failures: retry.ts). WeChat Pay documents none of the three as idempotent,
@@ -74,13 +79,13 @@ const failNotify: Operation = {
     'After a failed deduction, remind the user to top up before the next attempt (direct merchant). ' +
     'Upstream: `POST /v3/papay/contracts/{contract_id}/fail-notify`.',
   tags: ['papay'],
+  merchant: { type: 'direct', field: 'mchid', forwarded: true },
   params: z.strictObject({ contract_id: contractId }),
   body: z.strictObject({
-    mchid: merchantId('直连商户号（默认取网关配置）', 'direct merchant id (defaults to the gateway\'s WECHATPAY_MCHID)', '1230000109'),
-    appid: appId('商户绑定的AppID（默认取 WECHATPAY_APPID）', 'AppID bound to the merchant (defaults to WECHATPAY_APPID)')
+    mchid: merchantId('直连商户号：选择商户配置，只有一个直连商户时可省略', 'direct merchant id: chooses the merchant profile; may be left out when the gateway holds one direct merchant', '1230000109'),
+    appid: appId('商户绑定的AppID（默认取商户配置的 appid）', 'AppID bound to the merchant (defaults to the profile\'s appid)')
   }),
-  merchantFields: { mchid: 'mchid', appid: 'appid' },
-  lockedFields: ['mchid'],
+  profileFields: { mchid: 'mchid', appid: 'appid' },
   successStatus: 204,
   retry: OPERATION_RETRY_POLICY,
   example: { params: { contract_id: '123124412412423431' }, body: {} }
@@ -96,10 +101,11 @@ const partnerNotify: Operation = {
     'Tell the user about an upcoming deduction and its estimated amount; WeChat Pay accepts it 07:00–22:00 Beijing time. ' +
     'Upstream: `POST /v3/partner-papay/contracts/{contract_id}/notify`.',
   tags: ['partner-papay'],
+  merchant: { type: 'partner', field: 'sp_mchid', forwarded: true },
   params: z.strictObject({ contract_id: contractId }),
   body: z.strictObject({
-    sp_mchid: merchantId('服务商商户号（默认取网关配置）', 'service provider merchant id (defaults to WECHATPAY_MCHID)', '1230000109'),
-    sp_appid: appId('服务商AppID（默认取 WECHATPAY_APPID）', 'service provider AppID (defaults to WECHATPAY_APPID)'),
+    sp_mchid: merchantId('服务商商户号：选择商户配置，只有一个服务商时可省略', 'service provider merchant id: chooses the merchant profile; may be left out when the gateway holds one service provider', '1900000100'),
+    sp_appid: appId('服务商AppID（默认取商户配置的 appid）', 'service provider AppID (defaults to the profile\'s appid)'),
     sub_mchid: merchantId('子商户号', 'sub-merchant id', '12345512'),
     sub_appid: appId('子商户AppID', 'sub-merchant AppID').optional(),
     // [UNCONFIRMED] range of count: third-party specs list 1-3, the official page says "default 7 days": any positive integer.
@@ -114,8 +120,7 @@ const partnerNotify: Operation = {
       currency: z.enum(['CNY']).optional().describe('币种，仅 CNY / Currency, only CNY')
     }).describe('预计扣费金额 / Estimated deduction amount')
   }),
-  merchantFields: { sp_mchid: 'mchid', sp_appid: 'appid' },
-  lockedFields: ['sp_mchid'],
+  profileFields: { sp_mchid: 'mchid', sp_appid: 'appid' },
   successStatus: 204,
   retry: OPERATION_RETRY_POLICY,
   example: {
@@ -134,14 +139,14 @@ const payscoreCollect: Operation = {
     'Ask WeChat Pay to collect a PayScore order that is waiting for payment. ' +
     'Upstream: `POST /v3/payscore/partner/serviceorder/{out_order_no}/pay`.',
   tags: ['payscore'],
+  merchant: { type: 'partner', field: 'sp_mchid', forwarded: false },
   params: z.strictObject({ out_order_no: outOrderNo }),
   body: z.strictObject({
     service_id: z.string().regex(/^[0-9A-Za-z]{1,32}$/, 'must be 1-32 letters or digits').optional()
       .describe('支付分服务ID / PayScore service id').meta({ example: '2002000000000558128851361561536' }),
     sub_mchid: merchantId('子商户号', 'sub-merchant id', '1900000109')
   }),
-  merchantFields: {},
-  lockedFields: [],
+  profileFields: {},
   successStatus: 204,
   retry: OPERATION_RETRY_POLICY,
   example: {
@@ -152,10 +157,18 @@ const payscoreCollect: Operation = {
 
 export const operations: readonly Operation[] = [failNotify, partnerNotify, payscoreCollect]
 
-/** The body a caller sends: the merchant's own fields may be left out (the gateway fills them in). */
+/**
+ * The body a caller sends: the fields a profile fills in may be left out, and an operation whose WeChat body does
+ * not name the merchant takes its merchant field from the caller (not sent on).
+ */
 export function callerBody (op: Operation): z.ZodObject {
-  const optional = Object.fromEntries(Object.keys(op.merchantFields).map(field => [field, true as const]))
-  return op.body.partial(optional as Record<string, true> & Record<number, never>)
+  const optional = Object.fromEntries(Object.keys(op.profileFields).map(field => [field, true as const]))
+  const body = op.body.partial(optional as Record<string, true> & Record<number, never>)
+  if (op.merchant.forwarded) return body
+  return body.extend({
+    [op.merchant.field]: merchantId('服务商商户号：选择商户配置（不发送给微信支付：签名的商户即服务商），只有一个服务商时可省略',
+      'service provider merchant id: chooses the merchant profile (not sent to WeChat Pay, which knows the signing merchant); may be left out when the gateway holds one service provider', '1900000100').optional()
+  })
 }
 
 /** The upstream request-target for these path parameters, encoded exactly as sent and signed. */
@@ -181,21 +194,19 @@ export function matchUpstream (path: string): { op: Operation, params: Record<st
 }
 
 /**
- * The body sent upstream: the caller's body with the merchant's own fields filled in from configuration.
- * A caller naming another merchant id is refused; a field that is still missing is named.
+ * The body sent upstream: the caller's body with the profile's own fields filled in, and without the merchant field
+ * when WeChat Pay's body has none. A field that is still missing is named.
  */
 export function upstreamBody (op: Operation, body: Record<string, unknown>,
-  merchant: Partial<Record<MerchantField, string>>): Record<string, unknown> {
+  profile: { [F in ProfileField]?: string | undefined }): Record<string, unknown> {
   const out: Record<string, unknown> = { ...body }
+  if (!op.merchant.forwarded) delete out[op.merchant.field]
   const issues: FieldIssue[] = []
-  for (const [field, setting] of Object.entries(op.merchantFields)) {
-    const configured = merchant[setting]
-    if (out[field] === undefined) {
-      if (configured !== undefined) out[field] = configured
-      else issues.push({ location: 'body', field: `/${field}`, issue: `required: send it, or configure WECHATPAY_${setting.toUpperCase()} on the gateway` })
-    } else if (op.lockedFields.includes(field) && out[field] !== configured) {
-      issues.push({ location: 'body', field: `/${field}`, issue: `must be this gateway's merchant id ${configured ?? ''} or be left out` })
-    }
+  for (const [field, setting] of Object.entries(op.profileFields)) {
+    if (out[field] !== undefined) continue
+    const value = profile[setting]
+    if (value !== undefined) out[field] = value
+    else issues.push({ location: 'body', field: `/${field}`, issue: `required: send it, or set ${setting} in the merchant profile` })
   }
   if (issues.length > 0) throw validationError(issues)
   return out

@@ -4,24 +4,27 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { loadCredentials } from '../../src/plugins/credentials.js'
 import { selfSignedCertificate } from '../../src/sandbox/certificate.js'
 import { KeyError } from '../../src/wechat/keys.js'
+import { loadKeys, type MerchantConfig } from '../../src/wechat/profile.js'
 import { fixture, vectors } from '../helpers.js'
 
-const base = {
+const base: MerchantConfig = {
+  name: 'default',
+  types: ['direct'],
   baseUrl: 'http://127.0.0.1:1',
   mchid: vectors.merchant.mchid,
   merchantSerial: vectors.merchant.serial_no,
   privateKeyFile: fixture('merchant-test-key.pem'),
+  keyMode: 'public-key',
   publicKeyId: vectors.platform.public_key_id,
   publicKeyFile: fixture('platform-test-pub.pem'),
-  timeoutMs: 1000
+  labels: { privateKeyFile: 'WECHATPAY_PRIVATE_KEY_FILE', merchantCertFile: 'WECHATPAY_MERCHANT_CERT_FILE', merchantSerial: 'WECHATPAY_MERCHANT_SERIAL', publicKeyFile: 'WECHATPAY_PUBLIC_KEY_FILE', apiv3Key: 'WECHATPAY_APIV3_KEY' }
 }
 
-function problems (settings: Partial<typeof base> & { merchantCertFile?: string }): string[] {
+function problems (settings: Partial<MerchantConfig>): string[] {
   try {
-    loadCredentials({ ...base, ...settings })
+    loadKeys({ ...base, ...settings })
     return []
   } catch (err) {
     if (err instanceof KeyError) return err.problems
@@ -37,8 +40,8 @@ t.test('start-up self-check of key material', async t => {
   const pkcs1 = await file('pkcs1.pem', createPrivateKey(readFileSync(base.privateKeyFile)).export({ type: 'pkcs1', format: 'pem' }) as string)
   t.same(problems({ privateKeyFile: pkcs1 }), [], 'PKCS#1 is accepted')
   t.same(problems({}), [], 'PKCS#8 is accepted')
-  const { merchant, publicKey } = loadCredentials(base)
-  t.equal(merchant.privateKey.type, 'private')
+  const { identity, publicKey } = loadKeys(base)
+  t.equal(identity.privateKey.type, 'private')
   t.equal(publicKey?.id, vectors.platform.public_key_id)
 
   const small = await file('small.pem', generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string)
