@@ -4,7 +4,7 @@ import { createPrivateKey, sign } from 'node:crypto'
 import { parentPort, workerData } from 'node:worker_threads'
 
 const key = createPrivateKey(workerData.pem)
-// The shape of a real request message (PROTOCOL.md A.1): method, target, timestamp, nonce, body.
+// The shape of a real request message (docs/wechatpay.md §3): method, target, timestamp, nonce, body.
 const message = Buffer.from('POST\n/v3/payscore/partner/serviceorder/1234323JKHDFE1243252/pay\n1700000000\n' +
   '593BEC0C930BF1AFEB40B4A08C8FB242\n{"service_id":"2002000000000558128851361561536","sub_mchid":"1900000109"}\n')
 

@@ -38,7 +38,7 @@ export interface Defaults {
   backupBaseUrl?: string | undefined
 }
 
-/** The key mode a profile's keys imply when it does not say: both kinds of key is the migration (PROTOCOL.md B.6). */
+/** The key mode a profile's keys imply when it does not say: both kinds of key is the migration (docs/wechatpay.md §5). */
 export function impliedKeyMode (publicKey: boolean, apiv3Key: boolean): KeyMode | undefined {
   if (publicKey && apiv3Key) return 'migration'
   if (publicKey) return 'public-key'

@@ -4,7 +4,7 @@ import type { CertificateEntry, KeyRing } from './keys.js'
 import type { VerificationKeys } from './verifier.js'
 
 /**
- * Platform-certificate mode (PROTOCOL.md B.6): download `GET /v3/certificates`, decrypt each certificate with the
+ * Platform-certificate mode (docs/wechatpay.md §5): download `GET /v3/certificates`, decrypt each certificate with the
  * APIv3 key, check the answer with the certificates it delivered, keep every unexpired one by serial. Refreshed on
  * a schedule and, rate-limited, when an answer names a serial we do not know.
  */

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis'
 import { MAX_CLOCK_SKEW_SECONDS } from './verifier.js'
 
 /**
- * WeChat Pay's answer signature covers only its timestamp, nonce and body (PROTOCOL.md B.2): nothing ties a signed
+ * WeChat Pay's answer signature covers only its timestamp, nonce and body (docs/wechatpay.md §4): nothing ties a signed
  * `204` to the request it answers. A captured answer could be replayed for any call of the next five minutes, so
  * the nonce of every accepted answer is remembered for as long as its timestamp is accepted, and a second use is
  * refused. The signature fixes the timestamp, so a replay carries the same one: nonces are kept per timestamp.

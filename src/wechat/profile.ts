@@ -16,7 +16,7 @@ import type { VerificationKeys } from './verifier.js'
 export type MerchantType = 'direct' | 'partner'
 
 /**
- * How WeChat Pay's answers are verified (PROTOCOL.md B.6): its public key; platform certificates, downloaded with
+ * How WeChat Pay's answers are verified (docs/wechatpay.md §5): its public key; platform certificates, downloaded with
  * the APIv3 key; or both, during the migration from certificates to the public key.
  */
 export type KeyMode = 'public-key' | 'certificate' | 'migration'
@@ -93,7 +93,7 @@ export class MerchantProfile {
   readonly types: readonly MerchantType[]
   readonly mchid: string
   readonly appid: string | undefined
-  /** Sent as `Wechatpay-Serial` so that WeChat Pay signs its answers with the public key (PROTOCOL.md B.6). */
+  /** Sent as `Wechatpay-Serial` so that WeChat Pay signs its answers with the public key (docs/wechatpay.md §5). */
   readonly publicKeyId: string | undefined
   readonly keys: KeyRing
   private current: Keys

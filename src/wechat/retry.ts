@@ -1,5 +1,5 @@
 /**
- * When a call to WeChat Pay is sent again, decided per attempt from what is *known* about it (PROTOCOL.md D.4):
+ * When a call to WeChat Pay is sent again, decided per attempt from what is *known* about it (docs/wechatpay.md §9):
  * the same signed request is re-sent only when WeChat Pay certainly did not carry it out, or says in a verified
  * answer that it did not (202, 429, 5xx). An answer that cannot be verified may come from a proxy that had already
  * forwarded the request, so it is never a reason to send again, whatever its status.

@@ -1,6 +1,6 @@
 import { randomUUID, sign, type KeyObject } from 'node:crypto'
 
-/** The only authorization scheme of API v3 (PROTOCOL.md A.3). */
+/** The only authorization scheme of API v3 (docs/wechatpay.md §3). */
 export const AUTH_SCHEME = 'WECHATPAY2-SHA256-RSA2048'
 
 /** 32 characters from a CSPRNG: the length every official SDK uses; upper-case hex like WeChat's own examples. */
@@ -8,7 +8,7 @@ export function createNonce (): string {
   return randomUUID().replaceAll('-', '').toUpperCase()
 }
 
-/** The five-line message of PROTOCOL.md A.1: every line ends with `\n`, the last one included. */
+/** The five-line message (docs/wechatpay.md §3): every line ends with `\n`, the last one included. */
 export function requestMessage (method: string, target: string, timestamp: string, nonce: string, body: string): string {
   return `${method}\n${target}\n${timestamp}\n${nonce}\n${body}\n`
 }
