@@ -1,6 +1,6 @@
 import { verify, type KeyObject } from 'node:crypto'
 
-/** Headers WeChat Pay signs its answers with (PROTOCOL.md B.1); Node lower-cases header names. */
+/** Headers WeChat Pay signs its answers with (docs/wechatpay.md §4); Node lower-cases header names. */
 export const SIGNATURE_HEADERS = {
   timestamp: 'wechatpay-timestamp',
   nonce: 'wechatpay-nonce',
@@ -8,7 +8,7 @@ export const SIGNATURE_HEADERS = {
   serial: 'wechatpay-serial'
 } as const
 
-/** WeChat Pay sends a few deliberately bad signatures to check that merchants verify (PROTOCOL.md B.5). */
+/** WeChat Pay sends a few deliberately bad signatures to check that merchants verify (docs/wechatpay.md §4). */
 export const SIGNTEST_PREFIX = 'WECHATPAY/SIGNTEST/'
 export const MAX_CLOCK_SKEW_SECONDS = 300
 
@@ -41,7 +41,7 @@ export function isSigned (headers: Headers): boolean {
   return headerValue(headers, SIGNATURE_HEADERS.signature) !== undefined
 }
 
-/** The three-line message of PROTOCOL.md B.2, over the raw body bytes (an empty body for 204). */
+/** The three-line message (docs/wechatpay.md §4), over the raw body bytes (an empty body for 204). */
 export function responseMessage (timestamp: string, nonce: string, body: Buffer): Buffer {
   return Buffer.concat([Buffer.from(`${timestamp}\n${nonce}\n`), body, Buffer.from('\n')])
 }
@@ -76,13 +76,14 @@ export async function verifyResponse (keys: VerificationKeys, headers: Headers, 
   if (skew > MAX_CLOCK_SKEW_SECONDS) {
     return { ok: false, reason: 'STALE_TIMESTAMP', message: `Wechatpay-Timestamp is ${skew} s away from local time (limit ${MAX_CLOCK_SKEW_SECONDS} s)`, serial }
   }
+  // Before the serial: a probe may name any serial, and must not make the gateway download certificates.
+  if (signature.startsWith(SIGNTEST_PREFIX)) {
+    return { ok: false, reason: 'SIGNTEST_PROBE', message: 'signature probe (WECHATPAY/SIGNTEST/) rejected as WeChat Pay asks', serial }
+  }
   let key = keys.get(serial)
   if (key === undefined && keys.refresh !== undefined && await keys.refresh(serial)) key = keys.get(serial)
   if (key === undefined) {
     return { ok: false, reason: 'UNKNOWN_SERIAL', message: `unknown Wechatpay-Serial ${serial} (known: ${keys.serials().join(', ') || 'none'})`, serial }
-  }
-  if (signature.startsWith(SIGNTEST_PREFIX)) {
-    return { ok: false, reason: 'SIGNTEST_PROBE', message: 'signature probe (WECHATPAY/SIGNTEST/) rejected as WeChat Pay asks', serial }
   }
   if (!BASE64.test(signature) || !await verifyAsync(responseMessage(timestamp, nonce, body), key, Buffer.from(signature, 'base64'))) {
     return { ok: false, reason: 'BAD_SIGNATURE', message: 'Wechatpay-Signature does not match the answer', serial }

@@ -84,3 +84,13 @@ t.test('platform certificates verify by serial until they expire', async t => {
   t.equal(ring.nearestCertificateExpiry(), undefined)
   t.throws(() => ring.setCertificates(new Map([['merchant', { key: pair.publicKey, expiresAt: 3_000_000 }]])), /merchant serial/)
 })
+
+t.test('a SIGNTEST probe is refused before its serial is looked up: it never makes the gateway download certificates', async t => {
+  const probe = vectors.responses.find(v => !v.valid)!
+  const ring = new KeyRing('AB')
+  let refreshed = 0
+  ring.refresh = async () => { refreshed++; return false }
+  const result = await verifyResponse(ring, { ...lower(probe.headers), 'wechatpay-serial': 'UNKNOWN-SERIAL' }, Buffer.from(probe.body), signedAt(probe))
+  t.match(result, { ok: false, reason: 'SIGNTEST_PROBE' })
+  t.equal(refreshed, 0)
+})
