@@ -64,14 +64,15 @@ export const GATEWAY_ERRORS = {
 export type GatewayCode = keyof typeof GATEWAY_ERRORS
 
 /**
- * WeChat Pay's documented error codes (PROTOCOL.md C, D.2-D.3; docs/wechatpay.md). Only these, and the gateway's
+ * WeChat Pay's documented error codes (docs/wechatpay.md §9). Only these, and the gateway's
  * own, become metric labels: anything else is `OTHER`, so an upstream cannot add a series per answer.
  */
 export const WECHAT_CODES: ReadonlySet<string> = new Set([
   'PARAM_ERROR', 'INVALID_REQUEST', 'SIGN_ERROR', 'SYSTEM_ERROR', 'NO_AUTH', 'NOT_FOUND', 'ORDER_NOT_EXIST',
   'RESOURCE_NOT_EXISTS', 'FREQUENCY_LIMITED', 'RATELIMIT_EXCEEDED', 'RATE_LIMITED', 'SERVICE_UNAVAILABLE',
-  'ORDER_DONE', 'ORDER_CANCELED', 'INVALID_ORDER_STATE', 'RULE_LIMIT', 'CONTRACT_NOT_EXIST', 'MCH_NOT_EXISTS',
-  'APPID_MCHID_NOT_MATCH', 'USER_NOT_EXIST'
+  'ORDER_DONE', 'ORDER_CANCELED', 'INVALID_ORDER_STATE', 'RULE_LIMIT', 'RULELIMIT', 'CONTRACT_NOT_EXIST', 'MCH_NOT_EXISTS',
+  'APPID_MCHID_NOT_MATCH', 'ALREADY_EXISTS', 'RESOURCE_ALREADY_EXISTS', 'TRADE_ERROR', 'USER_PAYING', 'ORDER_CLOSED',
+  'ACCOUNT_ERROR', 'NOT_ENOUGH', 'OUT_TRADE_NO_USED', 'BANK_ERROR'
 ])
 
 /** A code as a metric label: `OK`, or one of a fixed set of codes. */

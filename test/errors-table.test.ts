@@ -113,7 +113,7 @@ t.test('every documented code and outcome can be produced', async t => {
       not_executed: async () => {
         const { app: faulty } = await gw()
         faulty.addHook('preHandler', async request => { if (request.headers['x-fault'] === 'before') throw new Error('a bug before the call') })
-        return await inject(pay('1', { 'x-fault': 'before' }), faulty)
+        return await inject(pay('bug-before', { 'x-fault': 'before' }), faulty)
       },
       unknown: async () => {
         const { app: faulty } = await gw()
@@ -122,7 +122,7 @@ t.test('every documented code and outcome can be produced', async t => {
           if (request.headers['x-fault'] === 'after' && !thrown) { thrown = true; throw new Error('a bug after the call') }
           return payload
         })
-        return await inject(pay('1', { 'x-fault': 'after' }), faulty)
+        return await inject(pay('bug-after', { 'x-fault': 'after' }), faulty)
       }
     },
     UPSTREAM_UNAVAILABLE: {

@@ -6,9 +6,11 @@ import { replayable } from '../src/plugins/idempotency.js'
 import { auth, redisReady, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
 
 const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
+let unkeyed = 0
+/** By default, an order of its own per key: the sandbox remembers orders, and pays each once. */
 const call = (key: string | undefined, opts: { url?: string, body?: object, token?: string } = {}) => ({
   method: 'POST' as const,
-  url: opts.url ?? '/payscore/partner/serviceorder/1234323JKHDFE1243252/pay',
+  url: opts.url ?? `/payscore/partner/serviceorder/${(key ?? `unkeyed-${++unkeyed}`).replace(/[^0-9A-Za-z_-]/g, '_').slice(0, 32)}/pay`,
   headers: { 'content-type': 'application/json', ...auth(opts.token), ...(key !== undefined && { 'idempotency-key': key }) },
   payload: opts.body ?? collect
 })
@@ -37,7 +39,7 @@ t.test('the same key with another request is refused; keys belong to a caller an
   t.equal(other.json().code, 'IDEMPOTENCY_KEY_REUSED')
   const otherPath = await app.inject(call('k1', { url: '/payscore/partner/serviceorder/OTHER/pay' }))
   t.equal(otherPath.statusCode, 422, 'the path is part of the request')
-  t.equal((await app.inject(call('k1', { token: TOKENS.orders }))).statusCode, 204, 'another caller has its own keys')
+  t.equal((await app.inject(call('k1', { token: TOKENS.orders, url: '/payscore/partner/serviceorder/k1-orders/pay' }))).statusCode, 204, 'another caller has its own keys')
   t.equal((await app.inject(call('k1', { url: '/contracts/1/fail-notify', body: {} }))).statusCode, 204, 'another operation has its own keys')
   t.equal(sandbox.app.sandbox.requests.length, 3)
   const bad = await app.inject(call('ключ'))

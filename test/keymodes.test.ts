@@ -12,7 +12,9 @@ import { auth, LogCapture, sandboxProfiles, testConfig, testGateway, testSandbox
 
 const json = { 'content-type': 'application/json' }
 const collect = { service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' }
-const pay = (url = '/payscore/partner/serviceorder/1/pay') => ({ method: 'POST' as const, url, headers: { ...json, ...auth() }, payload: collect })
+let paid = 0
+/** A fresh order each time by default: the sandbox remembers orders, and pays each once. */
+const pay = (url = `/payscore/partner/serviceorder/km-${++paid}/pay`) => ({ method: 'POST' as const, url, headers: { ...json, ...auth() }, payload: collect })
 
 
 t.test('platform-certificate mode: certificates downloaded before ready, decrypted, used to verify', async t => {

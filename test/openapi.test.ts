@@ -13,32 +13,50 @@ t.test('the OpenAPI document is valid and documents every route, field and error
   t.equal(doc.openapi, '3.0.3')
   t.same(Object.keys(doc.paths).sort(), [
     '/contracts/{contract_id}/fail-notify',
+    '/papay/sign/contracts/plan-id/{plan_id}/out-contract-code/{out_contract_code}',
+    '/papay/sign/partner/contracts/plan-id/{plan_id}/out-contract-code/{out_contract_code}',
     '/partner/contracts/{contract_id}/notify',
+    '/payscore/partner/serviceorder',
     '/payscore/partner/serviceorder/{out_order_no}/pay'
-  ], 'only the operations: health and docs routes are hidden')
+  ], 'only the operations and queries: health and docs routes are hidden')
 
   for (const op of operations) {
     const path = op.route.replace(/:(\w+)/g, '{$1}')
-    const post = doc.paths[path].post
-    t.equal(post.operationId, op.id)
-    t.match(post.summary, /[\u4e00-\u9fff].* \/ [A-Za-z]/, 'summary in Chinese and English')
-    t.same(post.security, [{ bearer: [] }])
-    t.same(Object.keys(post.responses).sort(), ['204', '400', '401', '403', '404', '408', '409', '413', '415', '422', '429', '431', '500', '502', '503', '504'])
-    t.equal(post.responses['204'].content, undefined, '204 has no body')
-    for (const status of ['400', '502', '504']) t.ok(post.responses[status].content['application/json'].schema, `${status} documented`)
-    for (const param of post.parameters) {
+    t.same(Object.keys(doc.paths[path]), [op.method.toLowerCase()], `${path}: ${op.method} only`)
+    const route = doc.paths[path][op.method.toLowerCase()]
+    t.equal(route.operationId, op.id)
+    t.match(route.summary, /[\u4e00-\u9fff].* \/ [A-Za-z]/, 'summary in Chinese and English')
+    t.same(route.security, [{ bearer: [] }])
+    const errors = ['400', '401', '403', '404', '408', '409', '413', '415', '422', '429', '431', '500', '502', '503', '504']
+    t.same(Object.keys(route.responses).sort(), [String(op.successStatus), ...errors].sort())
+    for (const status of ['400', '502', '504']) t.ok(route.responses[status].content['application/json'].schema, `${status} documented`)
+    for (const param of route.parameters) {
       t.match(param.description, /[\u4e00-\u9fff].*\/ [A-Za-z]/, `${param.name} described in both languages`)
       // Swagger UI sends an example value on every "Try it out": a fixed Idempotency-Key would make the second try a replay.
       if (param.in === 'header') t.equal(param.schema.example, undefined, `${param.name}: no example a browser would send by default`)
-      else t.ok(param.schema.example, `${param.name} has an example`)
+      else if (param.required === true) t.ok(param.schema.example, `${param.name} has an example`)
     }
     for (const code of Object.keys(GATEWAY_ERRORS).filter(c => c !== 'ROUTE_NOT_FOUND' && c !== 'METHOD_NOT_ALLOWED')) {
-      t.ok(Object.values(post.responses).some((r: any) => r.description.includes(`\`${code}\``)), `${op.id}: ${code} is documented`)
+      t.ok(Object.values(route.responses).some((r: any) => r.description.includes(`\`${code}\``)), `${op.id}: ${code} is documented`)
     }
-    const body = post.requestBody.content['application/json'].schema
-    t.ok(body.example, 'the body has an example')
-    for (const [name, field] of Object.entries(body.properties as Record<string, { description?: string }>)) {
-      t.match(field.description, /[\u4e00-\u9fff]/, `${op.id}.${name} is described`)
+    if (op.method === 'POST') {
+      t.equal(route.responses['204'].content, undefined, '204 has no body')
+      t.ok(route.parameters.some((p: any) => p.name === 'idempotency-key'), 'operations take an Idempotency-Key')
+      const body = route.requestBody.content['application/json'].schema
+      t.ok(body.example, 'the body has an example')
+      for (const [name, field] of Object.entries(body.properties as Record<string, { description?: string }>)) {
+        t.match(field.description, /[\u4e00-\u9fff]/, `${op.id}.${name} is described`)
+      }
+    } else {
+      t.equal(route.requestBody, undefined, 'a query has no body')
+      t.notOk(route.parameters.some((p: any) => p.name === 'idempotency-key'), 'a query takes no Idempotency-Key')
+      const answer = route.responses['200'].content['application/json'].schema
+      t.ok(op.relied.every(field => answer.required.includes(field)), `${op.id}: the fields callers rely on are required`)
+      t.ok(answer.example, `${op.id}: the answer has an example`)
+      t.ok(op.answer.safeParse(answer.example).success, `${op.id}: the example is a valid answer`)
+      t.not(answer.additionalProperties, false, 'WeChat Pay may add fields')
+      const inQuery = route.parameters.filter((p: any) => p.in === 'query').map((p: any) => p.name)
+      t.ok(inQuery.includes(op.merchant.field), `${op.id}: the merchant is chosen by ${op.merchant.field} in the query`)
     }
   }
   const notify = doc.paths['/partner/contracts/{contract_id}/notify'].post.requestBody.content['application/json'].schema

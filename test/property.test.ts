@@ -18,7 +18,7 @@ import fc from 'fast-check'
 import t from 'tap'
 import { BODY_LIMIT } from '../src/app.js'
 import type { RecordedRequest } from '../src/sandbox/app.js'
-import { operations, type Operation } from '../src/wechat/operations.js'
+import { operations, type WriteOperation } from '../src/wechat/operations.js'
 import { auth, testGateway, TOKENS } from './helpers.js'
 
 // ---- fast-check settings ---------------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ function runs (numRuns: number): fc.Parameters<unknown> {
   }
 }
 
-// ---- the field rules, written out again here, independently of src/ (PROTOCOL.md part C) ----------------------
+// ---- the field rules, written out again here, independently of src/ (docs/wechatpay.md §6) ----------------------
 
 /** The sandbox's direct merchant and service provider (its two merchant profiles). */
 const MCHID = '1230000109'
@@ -62,7 +62,7 @@ const required = (o: Json, k: string, rule: (v: unknown) => boolean): boolean =>
 const ownMerchant = (id: string) => (v: unknown): boolean => v === id
 
 interface RouteSpec {
-  op: Operation
+  op: WriteOperation
   param: string
   paramRule: RegExp
   /** Bodies a caller may send. */
@@ -81,8 +81,8 @@ interface RouteSpec {
   objectPaths: string[][]
 }
 
-function operation (id: string): Operation {
-  const op = operations.find(o => o.id === id)
+function operation (id: string): WriteOperation {
+  const op = operations.find((o): o is WriteOperation => o.id === id && o.method === 'POST')
   if (op === undefined) throw new Error(`no operation ${id}`)
   return op
 }

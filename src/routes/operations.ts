@@ -5,7 +5,7 @@ import { GATEWAY_ERRORS, gatewayError, type CatalogueEntry, type GatewayCode, ty
 import { ErrorBody } from '../plugins/errors.js'
 import { rateLimiter, type LimitsOptions } from '../plugins/limits.js'
 import type { CallTrace } from '../wechat/client.js'
-import { callerBody, operations, upstreamBody, type Operation } from '../wechat/operations.js'
+import { callerBody, callerQuery, operations, upstreamBody, type Operation, type ReadOperation, type WriteOperation } from '../wechat/operations.js'
 import type { MerchantProfile } from '../wechat/profile.js'
 
 declare module 'fastify' {
@@ -47,19 +47,21 @@ function errorResponses () {
 
 const ERROR_RESPONSES = errorResponses()
 
-function routeSchema (op: Operation) {
+const requestId = z.string().optional().describe('可选请求ID，用于日志关联 / Optional request id (A-Z a-z 0-9 . _ : -, up to 128), e.g. `billing-7f3a9c`: echoed and on every log line; another value is replaced (and logged)')
+
+function common (op: Operation) {
+  return { operationId: op.id, summary: op.summary, description: op.description, tags: op.tags, security: [{ bearer: [] }] }
+}
+
+function writeSchema (op: WriteOperation) {
   return {
-    operationId: op.id,
-    summary: op.summary,
-    description: op.description,
-    tags: op.tags,
-    security: [{ bearer: [] }],
+    ...common(op),
     headers: z.looseObject({
       // No example values: Swagger UI would send them on every "Try it out", making the second try a replay.
       'idempotency-key': z.string().regex(/^[\x21-\x7e]{1,255}$/, 'must be 1-255 printable ASCII characters').optional().describe('可选幂等键：相同键与相同请求在 24 小时内只调用微信支付一次，重复请求返回首次结果 / ' +
         'Optional: one key per business action, e.g. `order-1234323-collect-1`. The same key with the same request within the TTL (24 h) reaches WeChat Pay at most once; ' +
         'repeats get the first answer (header `Idempotent-Replayed: true`). README: "Idempotency-Key".'),
-      'x-request-id': z.string().optional().describe('可选请求ID，用于日志关联 / Optional request id (A-Z a-z 0-9 . _ : -, up to 128), e.g. `billing-7f3a9c`: echoed and on every log line; another value is replaced (and logged)')
+      'x-request-id': requestId
     }),
     params: op.params,
     body: callerBody(op).meta({ example: op.example.body }),
@@ -70,9 +72,23 @@ function routeSchema (op: Operation) {
   }
 }
 
+function readSchema (op: ReadOperation) {
+  return {
+    ...common(op),
+    headers: z.looseObject({ 'x-request-id': requestId }),
+    params: op.params,
+    querystring: callerQuery(op),
+    response: {
+      [op.successStatus]: op.answer.describe('WeChat Pay\'s verified answer, passed on as it is (fields WeChat adds included)'),
+      ...ERROR_RESPONSES
+    }
+  }
+}
+
 /**
- * The three operations: authenticate (onRequest, before the body is read), validate, rate-limit per caller and
- * claim the Idempotency-Key (preHandler), fill the merchant's fields, call WeChat Pay, answer with its verified result.
+ * The operations and queries: authenticate (onRequest, before the body is read), validate, choose the merchant
+ * profile, rate-limit per caller, claim the Idempotency-Key (operations only), call WeChat Pay, answer with its
+ * verified result.
  */
 const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLimit'] }> = async (app, opts) => {
   app.decorateRequest('upstream', null)
@@ -84,18 +100,19 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
     if (body === '') done(null, {})
     else parseJson(request, body as string, done)
   })
-  app.addHook('preValidation', async request => { if (request.body === undefined) request.body = {} })
+  app.addHook('preValidation', async request => { if (request.body === undefined && request.method === 'POST') request.body = {} })
   app.addHook('onRequest', app.authenticate)
   // The merchant profile, from the field that names it: before rate limits and Idempotency-Key claims, which it scopes.
   const byId = new Map(operations.map(op => [op.id, op]))
   app.addHook('preHandler', async request => {
     const op = byId.get(request.routeOptions.config.operation ?? '') as Operation
-    const value = (request.body as Record<string, unknown>)[op.merchant.field]
+    const from = op.method === 'GET' ? 'querystring' : 'body'
+    const value = (from === 'body' ? request.body : request.query) as Record<string, unknown>
     const profile = app.merchants.select({
       type: op.merchant.type,
       field: op.merchant.field,
-      location: 'body',
-      value: typeof value === 'string' ? value : undefined,
+      location: from,
+      value: typeof value[op.merchant.field] === 'string' ? value[op.merchant.field] as string : undefined,
       allowed: request.callerMerchants,
       caller: request.caller ?? 'anonymous'
     })
@@ -105,23 +122,29 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
     request.profile = profile
   })
   await rateLimiter(app, opts.rateLimit)
-  app.addHook('preHandler', app.idempotency.claim)
-  app.addHook('onSend', app.idempotency.record)
 
   for (const op of operations) {
+    const write = op.method === 'POST'
     app.route({
       method: op.method,
       url: op.route,
-      schema: routeSchema(op),
+      // HEAD would be a second way to run a query: 405 (wrongMethods) like every other method.
+      exposeHeadRoute: false,
+      schema: write ? writeSchema(op) : readSchema(op),
       config: { operation: op.id },
+      // Only operations claim an Idempotency-Key: a query changes nothing, so it may run any number of times.
+      ...(write && { preHandler: app.idempotency.claim, onSend: app.idempotency.record }),
       handler: async (request, typedReply) => {
         // The answer is WeChat Pay's verified status and bytes, passed through as they are.
         const reply = typedReply as unknown as FastifyReply
         const profile = request.profile as MerchantProfile
-        const body = upstreamBody(op, request.body as Record<string, unknown>, profile)
+        const params = request.params as Record<string, string>
+        const input = write
+          ? { params, body: upstreamBody(op, request.body as Record<string, unknown>, profile) }
+          : { params, query: request.query as Record<string, unknown> }
         const trace: CallTrace = {}
         request.upstream = trace
-        const result = await app.wechat.call(profile, op, request.params as Record<string, string>, body, trace, app.lifecycle.signal).catch((err: GatewayError) => {
+        const result = await app.wechat.call(profile, op, input, trace, app.lifecycle.signal).catch((err: GatewayError) => {
           trace.error = err.code
           throw err
         })
@@ -140,6 +163,7 @@ export const wrongMethods: FastifyPluginAsyncZod = async (app) => {
   for (const op of operations) {
     app.route({
       method: METHODS.filter(m => m !== op.method),
+      exposeHeadRoute: false,
       url: op.route,
       schema: { hide: true },
       handler: async (request, reply) => {

@@ -1,16 +1,19 @@
 import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { matchUpstream } from '../wechat/operations.js'
+import { matchUpstream, wechatQuery } from '../wechat/operations.js'
 import type { KeyMode } from '../wechat/profile.js'
-import { FAULTS, FaultQueue } from './faults.js'
+import { carryOut, type Outcome } from './business.js'
+import { carriesOut, FaultQueue } from './faults.js'
 import type { SandboxMerchant, SandboxMerchants } from './merchants.js'
-import { authenticate, beijingTime, encryptResource, fail, paramError, protocolError, signatureHeaders, signingKey, type Spoil, type WechatError } from './protocol.js'
+import { authenticate, beijingTime, encryptResource, fail, paramError, parseQuery, protocolError, signatureHeaders, signingKey, type Spoil, type WechatError } from './protocol.js'
+import { SandboxState } from './state.js'
+import { controlRoutes } from './control.js'
 
 /**
- * A WeChat Pay API v3 simulator for several merchants. It checks requests as WeChat Pay does (PROTOCOL.md A, C),
- * each with the key of the merchant that signed it, answers 204 or WeChat-shaped errors, and signs every answer to
- * an authenticated request with that merchant's WeChat Pay key (B). Not for production traffic: it holds the
- * "WeChat Pay" private keys of the sandbox.
+ * A WeChat Pay API v3 simulator for several merchants. It checks requests as WeChat Pay does (docs/wechatpay.md),
+ * each with the key of the merchant that signed it, carries them out on the state it remembers (state.ts), answers
+ * as WeChat Pay does, and signs every answer to an authenticated request with that merchant's WeChat Pay key. Not
+ * for production traffic: it holds the "WeChat Pay" private keys of the sandbox.
  */
 
 export type { KeyMode }
@@ -23,8 +26,13 @@ export interface SandboxOptions {
   keyMode?: KeyMode
   /** How long the SLOW fault waits. */
   slowMs?: number
-  /** Benchmarks: reuse each answer's signature for the rest of its second, so the simulator is never the bottleneck. */
+  /** Benchmarks: reuse each answer's signature for the rest of its second, and every operation succeeds (no state),
+   *  so that the simulator is never the bottleneck. */
   bench?: boolean
+  /** Enforce the notices' 07:00-22:00 Beijing-time window (default on). */
+  noticeWindow?: boolean
+  /** The clock of the state: paid times and the notice window (tests pin it). */
+  clock?: () => Date
 }
 
 export interface RecordedRequest {
@@ -42,7 +50,7 @@ export interface RecordedRequest {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    sandbox: { faults: FaultQueue, requests: RecordedRequest[], keyMode: KeyMode, merchants: SandboxMerchants }
+    sandbox: { faults: FaultQueue, requests: RecordedRequest[], keyMode: KeyMode, merchants: SandboxMerchants, state: SandboxState }
   }
 }
 
@@ -54,7 +62,8 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
   const app = Fastify({ loggerInstance: options.logger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true, bodyLimit: 1024 * 1024 })
   const faults = new FaultQueue()
   const requests: RecordedRequest[] = []
-  app.decorate('sandbox', { faults, requests, keyMode: options.keyMode ?? 'public-key', merchants })
+  app.decorate('sandbox', { faults, requests, keyMode: options.keyMode ?? 'public-key', merchants, state: new SandboxState(options.clock) })
+  const noticeWindow = options.noticeWindow ?? true
   const state = app.sandbox
 
   // Keep raw bytes: signatures are over exactly what was sent.
@@ -65,7 +74,7 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
 
   /**
    * Sends an answer as WeChat Pay does: signed with `merchant`'s key when the request was authenticated (WeChat Pay
-   * signs only answers to requests whose signature it verified: PROTOCOL.md B.4), spoiled on purpose by `spoil`.
+   * signs only answers to requests whose signature it verified: docs/wechatpay.md §4), spoiled on purpose by `spoil`.
    */
   async function answer (request: FastifyRequest, reply: FastifyReply, status: number, body: string,
     merchant: SandboxMerchant | undefined, spoil?: Spoil): Promise<FastifyReply> {
@@ -146,7 +155,8 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
     url: '/v3/*',
     handler: async (request, reply) => {
       const raw = (request.body as Buffer | undefined) ?? Buffer.alloc(0)
-      const path = request.url.split('?')[0] ?? ''
+      const queryAt = request.url.indexOf('?')
+      const path = queryAt < 0 ? request.url : request.url.slice(0, queryAt)
       const matched = matchUpstream(path)
       const entry = record(request, raw, matched?.op.id)
       const auth = await admit(request, reply, raw, entry)
@@ -163,75 +173,61 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
       }
       const paramCheck = op.params.safeParse(params)
       if (!paramCheck.success) return refuse(paramError(paramCheck.error, params, 'path'))
-      let body: unknown
-      try {
-        body = JSON.parse(raw.toString('utf8'))
-      } catch {
-        return refuse(fail(400, 'PARAM_ERROR', '请求体不是合法的 JSON / the body is not valid JSON'))
-      }
-      const bodyCheck = op.body.safeParse(body)
-      if (!bodyCheck.success) return refuse(paramError(bodyCheck.error, body, 'body'))
-      if (op.merchant.forwarded && bodyCheck.data[op.merchant.field] !== merchant.ids.mchid) {
-        return refuse(fail(400, 'INVALID_REQUEST', `${op.merchant.field} 与签名的商户号不一致 / ${op.merchant.field} is not the signing merchant`))
+      let fields: Record<string, unknown>
+      if (op.method === 'GET') {
+        const query = parseQuery(queryAt < 0 ? '' : request.url.slice(queryAt + 1))
+        if (typeof query === 'string') return refuse(fail(400, 'PARAM_ERROR', query))
+        const queryCheck = wechatQuery(op).safeParse(query)
+        if (!queryCheck.success) return refuse(paramError(queryCheck.error, query, 'query'))
+        fields = query
+      } else {
+        let body: unknown
+        try {
+          body = JSON.parse(raw.toString('utf8'))
+        } catch {
+          return refuse(fail(400, 'PARAM_ERROR', '请求体不是合法的 JSON / the body is not valid JSON'))
+        }
+        const bodyCheck = op.body.safeParse(body)
+        if (!bodyCheck.success) return refuse(paramError(bodyCheck.error, body, 'body'))
+        if (op.merchant.forwarded && bodyCheck.data[op.merchant.field] !== merchant.ids.mchid) {
+          return refuse(fail(400, 'INVALID_REQUEST', `${op.merchant.field} 与签名的商户号不一致 / ${op.merchant.field} is not the signing merchant`))
+        }
+        fields = bodyCheck.data
       }
 
-      const pathValue = Object.values(params)[0] ?? ''
-      const taken = faults.take(op.id, pathValue, auth.nonce)
+      // Reserved ids strike the operations only: the order a fault struck can then be queried.
+      const reserved = op.method === 'POST' ? Object.values(params).find(v => v.startsWith('SANDBOX_')) ?? '' : ''
+      const taken = faults.take(op.id, reserved, auth.nonce)
       if (taken !== undefined) entry.fault = taken.name
       const fault = taken?.fault
-      if (fault?.kind === 'error') return answerError(request, reply, fail(fault.status, fault.code, fault.message), merchant, fault.unsigned === true ? 'unsigned' : undefined)
+      if (!carriesOut(fault)) {
+        if (fault?.kind === 'error') return answerError(request, reply, fail(fault.status, fault.code, fault.message), merchant, fault.unsigned === true ? 'unsigned' : undefined)
+        if (fault?.kind === 'reset') return resetConnection(request, reply, entry)
+        return answer(request, reply, 202, '', merchant)
+      }
+      const outcome: Outcome = bench && op.method === 'POST'
+        ? { status: 204 }
+        : carryOut(state.state, op, merchant, { params, fields }, { noticeWindow })
       if (fault?.kind === 'proxy') {
         entry.status = fault.status
         return reply.code(fault.status).type('text/html').send(`<html><head><title>${fault.status} Gateway Time-out</title></head><body><center><h1>${fault.status} Gateway Time-out</h1></center><hr><center>nginx</center></body></html>`)
       }
-      if (fault?.kind === 'reset') {
-        entry.status = 0
-        request.raw.socket.resetAndDestroy()
-        return reply.hijack()
-      }
+      if (fault?.kind === 'reset') return resetConnection(request, reply, entry)
       if (fault?.kind === 'slow') await new Promise(resolve => setTimeout(resolve, taken?.delayMs ?? slowMs))
       if (fault?.kind === 'not-json') return answer(request, reply, 200, '<html><body>502 Bad Gateway</body></html>', merchant)
-      return answer(request, reply, fault?.kind === 'accepted' ? 202 : 204, '', merchant, fault?.kind === 'signature' ? fault.variant : undefined)
+      const spoil = fault?.kind === 'signature' ? fault.variant : undefined
+      if ('code' in outcome) return answerError(request, reply, outcome, merchant, spoil)
+      return answer(request, reply, outcome.status, outcome.status === 200 ? outcome.body : '', merchant, spoil)
     }
   })
 
-  // ---- control API, for developers and tests --------------------------------------------------------------------
-  app.get('/sandbox/requests', async () => ({ requests }))
-  app.delete('/sandbox/requests', async (_request, reply) => {
-    requests.length = 0
-    return reply.code(204).send()
-  })
-  app.get('/sandbox/faults', async () => ({ faults: Object.fromEntries(Object.entries(FAULTS).map(([k, v]) => [k, v.what])) }))
-  app.post('/sandbox/faults', async (request, reply) => {
-    let spec: { fault?: unknown, times?: unknown, operation?: unknown, delay_ms?: unknown }
-    try {
-      spec = JSON.parse((request.body as Buffer).toString('utf8'))
-    } catch {
-      return reply.code(400).send({ code: 'PARAM_ERROR', message: 'send JSON: {"fault": "SYSTEM_ERROR", "times": 1}' })
-    }
-    if (typeof spec.fault !== 'string' || FAULTS[spec.fault] === undefined) {
-      return reply.code(400).send({ code: 'PARAM_ERROR', message: `unknown fault; known: ${Object.keys(FAULTS).join(', ')}` })
-    }
-    faults.arm({
-      fault: spec.fault,
-      times: typeof spec.times === 'number' && spec.times > 0 ? spec.times : 1,
-      ...(typeof spec.operation === 'string' && { operation: spec.operation }),
-      ...(typeof spec.delay_ms === 'number' && { delayMs: spec.delay_ms })
-    })
-    return reply.code(204).send()
-  })
-  app.delete('/sandbox/faults', async (_request, reply) => {
-    faults.clear()
-    return reply.code(204).send()
-  })
-  app.put('/sandbox/key-mode', async (request, reply) => {
-    const mode = (request.body as Buffer).toString('utf8').replaceAll('"', '').trim()
-    if (mode !== 'public-key' && mode !== 'certificate' && mode !== 'migration') {
-      return reply.code(400).send({ code: 'PARAM_ERROR', message: 'send "public-key", "certificate" or "migration"' })
-    }
-    state.keyMode = mode
-    return reply.code(204).send()
-  })
+  function resetConnection (request: FastifyRequest, reply: FastifyReply, entry: RecordedRequest): FastifyReply {
+    entry.status = 0
+    request.raw.socket.resetAndDestroy()
+    return reply.hijack()
+  }
+
+  controlRoutes(app)
 
   return app
 }

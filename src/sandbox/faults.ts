@@ -1,8 +1,9 @@
 /**
  * Every failure the gateway must survive, on demand. Two triggers:
- * - reserved path parameters, which any caller of the gateway can use: contract id or order number
- *   `SANDBOX_<FAULT>` fails every call, `SANDBOX_<FAULT>_ONCE` fails the first attempt of each signed request and
- *   lets a resend of the same request (the gateway's retry) through;
+ * - reserved path parameters of the operations, which any caller of the gateway can use: contract id or order
+ *   number `SANDBOX_<FAULT>` fails every call, `SANDBOX_<FAULT>_ONCE` fails the first attempt of each signed request
+ *   and lets a resend of the same request (the gateway's retry) through. Queries ignore them, so that the order a
+ *   fault struck can be queried;
  * - `POST /sandbox/faults {"fault": "...", "times": n, "operation"?: "...", "delay_ms"?: n}`, for tests.
  */
 
@@ -12,7 +13,8 @@ export type Fault =
   | { kind: 'proxy', status: number }
   | { kind: 'accepted' }
   | { kind: 'slow' }
-  | { kind: 'reset' }
+  /** The TCP connection is reset: before the call is carried out, or (`after`) once it was. */
+  | { kind: 'reset', after?: true }
   | { kind: 'not-json' }
   | { kind: 'signature', variant: 'bad' | 'probe' | 'stale' | 'unknown-serial' | 'unsigned' }
 
@@ -36,14 +38,25 @@ export const FAULTS: Record<string, { fault: Fault, what: string }> = {
   BAD_GATEWAY: { fault: error(502, 'SERVICE_UNAVAILABLE', '服务不可用'), what: '502 SERVICE_UNAVAILABLE' },
   SERVICE_UNAVAILABLE: { fault: error(503, 'SERVICE_UNAVAILABLE', '服务不可用，请稍后重试'), what: '503 SERVICE_UNAVAILABLE' },
   ACCEPTED: { fault: { kind: 'accepted' }, what: '202 with an empty body (WeChat: repeat the same request)' },
-  SLOW: { fault: { kind: 'slow' }, what: 'answers 204 after SANDBOX_SLOW_MS (default 15 s) or `delay_ms`' },
-  RESET: { fault: { kind: 'reset' }, what: 'resets the TCP connection without answering' },
-  NOT_JSON: { fault: { kind: 'not-json' }, what: 'a signed 200 whose body is HTML' },
-  BAD_SIGNATURE: { fault: { kind: 'signature', variant: 'bad' }, what: '204 whose signature does not match' },
-  SIGNTEST: { fault: { kind: 'signature', variant: 'probe' }, what: '204 with a WECHATPAY/SIGNTEST/ probe signature' },
-  STALE_TIMESTAMP: { fault: { kind: 'signature', variant: 'stale' }, what: '204 signed 10 minutes ago' },
-  UNKNOWN_SERIAL: { fault: { kind: 'signature', variant: 'unknown-serial' }, what: '204 signed by a key the merchant does not know' },
-  UNSIGNED: { fault: { kind: 'signature', variant: 'unsigned' }, what: '204 without Wechatpay-* headers' }
+  SLOW: { fault: { kind: 'slow' }, what: 'carries the call out and answers after SANDBOX_SLOW_MS (default 15 s) or `delay_ms`' },
+  RESET: { fault: { kind: 'reset' }, what: 'resets the TCP connection without answering (nothing is carried out)' },
+  RESET_AFTER: { fault: { kind: 'reset', after: true }, what: 'carries the call out, then resets the TCP connection without answering (the lost answer)' },
+  NOT_JSON: { fault: { kind: 'not-json' }, what: 'carries the call out, then answers a signed 200 whose body is HTML' },
+  BAD_SIGNATURE: { fault: { kind: 'signature', variant: 'bad' }, what: 'carries the call out; the answer\'s signature does not match' },
+  SIGNTEST: { fault: { kind: 'signature', variant: 'probe' }, what: 'carries the call out; the answer has a WECHATPAY/SIGNTEST/ probe signature' },
+  STALE_TIMESTAMP: { fault: { kind: 'signature', variant: 'stale' }, what: 'carries the call out; the answer was signed 10 minutes ago' },
+  UNKNOWN_SERIAL: { fault: { kind: 'signature', variant: 'unknown-serial' }, what: 'carries the call out; the answer is signed by a key the merchant does not know' },
+  UNSIGNED: { fault: { kind: 'signature', variant: 'unsigned' }, what: 'carries the call out; the answer has no Wechatpay-* headers' }
+}
+
+/**
+ * Whether the call is carried out before the fault strikes: the faults that leave its outcome unknown to the
+ * gateway really happened, so that a test can settle them with a query. Errors, 202 and RESET are not carried out.
+ */
+export function carriesOut (fault: Fault | undefined): boolean {
+  if (fault === undefined) return true
+  if (fault.kind === 'reset') return fault.after === true
+  return fault.kind !== 'error' && fault.kind !== 'accepted'
 }
 
 export const RESERVED_PREFIX = 'SANDBOX_'

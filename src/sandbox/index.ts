@@ -11,6 +11,10 @@ export interface StartOptions {
   keyMode?: KeyMode
   slowMs?: number
   bench?: boolean
+  /** Enforce the notices' 07:00-22:00 Beijing-time window (default on). */
+  noticeWindow?: boolean
+  /** The state's clock (tests pin it, so that the notice window does not depend on the time of day). */
+  clock?: () => Date
   /** The accounts to play (default: a direct merchant and a service provider). */
   merchants?: readonly MerchantSpec[]
   /** Ids of the direct merchant, fixed when its keys are first made (Compose and SDK users set them). */
@@ -41,7 +45,9 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
     logger: options.logger,
     keyMode,
     ...(options.slowMs !== undefined && { slowMs: options.slowMs }),
-    ...(options.bench !== undefined && { bench: options.bench })
+    ...(options.bench !== undefined && { bench: options.bench }),
+    ...(options.noticeWindow !== undefined && { noticeWindow: options.noticeWindow }),
+    ...(options.clock !== undefined && { clock: options.clock })
   })
   await app.listen({ host: options.host, port: options.port })
   const address = app.server.address()

@@ -7,7 +7,7 @@ import { BASE64, responseMessage, SIGNTEST_PREFIX } from '../wechat/verifier.js'
 import type { SandboxMerchant, SandboxMerchants } from './merchants.js'
 
 /**
- * WeChat Pay's side of the v3 protocol (PROTOCOL.md A, B), as the simulator plays it: a request is checked as WeChat
+ * WeChat Pay's side of the v3 protocol (docs/wechatpay.md §3-4), as the simulator plays it: a request is checked as WeChat
  * Pay checks it, and an answer is signed as WeChat Pay signs it, with the key of the merchant the request came from.
  * The signing message is built by the gateway's own functions: the openssl vectors in the tests pin both down.
  */
@@ -90,6 +90,16 @@ function valueAt (body: unknown, path: PropertyKey[]): unknown {
   let value = body
   for (const key of path) value = (value as Record<PropertyKey, unknown> | undefined)?.[key]
   return value
+}
+
+/** A query string as WeChat Pay reads it: each parameter once. */
+export function parseQuery (search: string): Record<string, string> | string {
+  const query: Record<string, string> = {}
+  for (const [name, value] of new URLSearchParams(search)) {
+    if (Object.hasOwn(query, name)) return `参数 ${name.slice(0, 32)} 重复 / the parameter ${name.slice(0, 32)} is repeated`
+    query[name] = value
+  }
+  return query
 }
 
 /** The first zod issue as WeChat Pay's `PARAM_ERROR` detail. */

@@ -37,6 +37,7 @@ export const sandboxSettings = z.object({
   SANDBOX_KEY_MODE: z.enum(['public-key', 'certificate', 'migration']).default('public-key'),
   SANDBOX_SLOW_MS: z.coerce.number().int().min(0).default(15_000),
   SANDBOX_BENCH: z.enum(['0', '1']).default('0'),
+  SANDBOX_NOTICE_WINDOW: z.enum(['on', 'off']).default('on'),
   SANDBOX_MCHID: z.string().regex(/^\d{1,32}$/, 'must be 1-32 digits').optional(),
   SANDBOX_APPID: z.string().regex(/^[0-9A-Za-z_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -').optional(),
   SANDBOX_MERCHANT_SERIAL: z.string().regex(/^[0-9A-Fa-f]{8,40}$/, 'must be 8-40 hexadecimal digits').optional(),
@@ -57,6 +58,7 @@ export function sandboxOptions (s: SandboxSettings): Omit<StartOptions, 'host' |
     keyMode: s.SANDBOX_KEY_MODE,
     slowMs: s.SANDBOX_SLOW_MS,
     bench: s.SANDBOX_BENCH === '1',
+    noticeWindow: s.SANDBOX_NOTICE_WINDOW === 'on',
     ...(s.SANDBOX_MERCHANTS !== undefined && { merchants: s.SANDBOX_MERCHANTS }),
     overrides: { mchid: s.SANDBOX_MCHID, appid: s.SANDBOX_APPID, merchantSerial: s.SANDBOX_MERCHANT_SERIAL, publicKeyId: s.SANDBOX_PUBLIC_KEY_ID }
   }

@@ -4,7 +4,7 @@ import { GatewayError, gatewayError, upstreamError, type Outcome } from '../erro
 import { NAME, VERSION } from '../version.js'
 import { MemoryNonces, type NonceStore } from './nonces.js'
 import type { MerchantProfile } from './profile.js'
-import { upstreamTarget, type Operation } from './operations.js'
+import { answerProblem, upstreamTarget, type Operation } from './operations.js'
 import { CONNECT_ERRORS, OPERATION_RETRY_POLICY, retryDelayMs, retryReason, type AttemptOutcome, type RetryPolicy } from './retry.js'
 import { signRequest } from './signer.js'
 import { headerValue, isSigned, SIGNATURE_HEADERS, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
@@ -22,11 +22,18 @@ export interface ClientOptions {
   now?: () => number
 }
 
-/** WeChat Pay's error body (PROTOCOL.md C.4); every part is optional in practice. */
+/** WeChat Pay's error body (docs/wechatpay.md §9); every part is optional in practice. */
 export interface WechatErrorBody {
   code?: string
   message?: string
   detail?: Record<string, unknown>
+}
+
+/** What a call sends: path parameters, and the query string (queries) or the body (operations). */
+export interface CallInput {
+  params: Record<string, string>
+  query?: Record<string, unknown>
+  body?: Record<string, unknown>
 }
 
 export interface UpstreamResult {
@@ -174,9 +181,9 @@ export class WechatPayClient {
    * WeChat Pay's verified errors keep WeChat's status and code (`mapErrorAnswer`), and anything that cannot be
    * verified has an unknown outcome. `trace` is filled as it goes.
    */
-  async call (profile: MerchantProfile, op: Operation, params: Record<string, string>, body: Record<string, unknown>,
-    trace: CallTrace = {}, signal?: AbortSignal): Promise<UpstreamResult> {
-    const { answer, verification } = await this.exchange(profile, op.method, upstreamTarget(op, params), JSON.stringify(body),
+  async call (profile: MerchantProfile, op: Operation, input: CallInput, trace: CallTrace = {}, signal?: AbortSignal): Promise<UpstreamResult> {
+    const payload = op.method === 'POST' ? JSON.stringify(input.body ?? {}) : ''
+    const { answer, verification } = await this.exchange(profile, op.method, upstreamTarget(op, input.params, input.query), payload,
       { policy: op.retry, trace, ...(signal !== undefined && { signal }) })
     const { status, body: raw, requestId } = answer
     const fail = (err: GatewayError): GatewayError => withRequestId(err, requestId)
@@ -187,7 +194,10 @@ export class WechatPayClient {
       throw fail(gatewayError('UPSTREAM_RETRY_LATER', 'WeChat Pay accepted the request without processing it (202) on every attempt; send the same request again later', { upstream_status: 202 }, { 'retry-after': '1' }))
     }
     if (status >= 200 && status < 300) {
-      if (raw.length > 0 && parseJson(raw) === undefined) throw fail(upstreamError.badResponse(`a ${status} answer whose body is not JSON`))
+      const json = raw.length > 0 ? parseJson(raw) : undefined
+      if (raw.length > 0 && json === undefined) throw fail(upstreamError.badResponse(`a ${status} answer whose body is not JSON`))
+      const problem = op.method === 'GET' ? answerProblem(op, json) : undefined
+      if (problem !== undefined) throw fail(upstreamError.badResponse(problem))
       return { status, ...(raw.length > 0 && { body: raw }), ...(requestId !== undefined && { requestId }) }
     }
     const error = parseErrorBody(raw)
@@ -345,7 +355,7 @@ const clip = (text: string | undefined, max: number): string | undefined => text
 
 /**
  * An error answer that carries no signature. WeChat Pay does not sign an answer to a request whose own signature it
- * could not verify (PROTOCOL.md B.4), but a proxy in between can send the same after forwarding the request, so the
+ * could not verify (docs/wechatpay.md §4), but a proxy in between can send the same after forwarding the request, so the
  * gateway cannot be sure the operation did not happen: unknown, never WeChat's code.
  */
 function unverifiedError (status: number, raw: Buffer, trace: CallTrace): GatewayError {

@@ -15,6 +15,9 @@ import { verifyResponse } from '../../src/wechat/verifier.js'
 import { testSandbox } from '../helpers.js'
 
 const PATH = '/v3/payscore/partner/serviceorder/1234323JKHDFE1243252/pay'
+let orders = 0
+/** A pay path for an order not paid yet: the sandbox remembers orders, and a paid one answers ORDER_DONE. */
+const freshOrder = (): string => `/v3/payscore/partner/serviceorder/order-${++orders}/pay`
 const BODY = '{"service_id":"2002000000000558128851361561536","sub_mchid":"1900000109"}'
 
 interface CallOptions { as?: string, method?: string, path?: string, body?: string, headers?: Record<string, string>, mchid?: string, serial?: string, now?: number, keyFile?: string }
@@ -27,12 +30,13 @@ async function call (sandbox: RunningSandbox, o: CallOptions = {}) {
   const m = merchant(sandbox, o.as ?? 'partner')
   const method = o.method ?? 'POST'
   const body = o.body ?? (method === 'GET' ? '' : BODY)
+  const path = o.path ?? freshOrder()
   const signed = await signRequest({
     mchid: o.mchid ?? m.ids.mchid,
     serial: o.serial ?? m.ids.merchant_serial,
     privateKey: createPrivateKey(readFileSync(o.keyFile ?? file(sandbox, m, m.files.merchantKey)))
-  }, method, o.path ?? PATH, body, o.now)
-  const res = await request(sandbox.url + (o.path ?? PATH), {
+  }, method, path, body, o.now)
+  const res = await request(sandbox.url + path, {
     method: method as 'POST',
     headers: { accept: 'application/json', 'content-type': 'application/json', 'user-agent': 'test/1', authorization: signed.authorization, ...o.headers },
     ...(body !== '' && { body })
@@ -51,7 +55,7 @@ function verifier (sandbox: RunningSandbox, name = 'partner'): KeyRing {
 
 t.test('a well-signed call gets a 204 signed with the WeChat Pay key of the merchant that called', async t => {
   const sandbox = await testSandbox(t)
-  const res = await call(sandbox)
+  const res = await call(sandbox, { path: PATH })
   t.equal(res.status, 204)
   t.equal(res.headers['wechatpay-serial'], merchant(sandbox, 'partner').ids.wechatpay_public_key_id)
   t.equal(res.headers['wechatpay-signature-type'], 'WECHATPAY2-SHA256-RSA2048')
@@ -105,7 +109,7 @@ t.test('requests are checked as WeChat Pay checks them; refusals after the signa
     t.equal(res.status, status, what)
     t.equal(res.json.code, code, what)
     t.match(JSON.stringify(res.json), text, what)
-    // WeChat Pay signs its answer only once it has verified the request's signature (PROTOCOL.md B.4).
+    // WeChat Pay signs its answer only once it has verified the request's signature (docs/wechatpay.md §4).
     if (code === 'SIGN_ERROR' || (status === 400 && code === 'INVALID_REQUEST' && options.as === undefined)) {
       t.equal(res.headers['wechatpay-signature'], undefined, `${what}: refused before the signature was checked: not signed`)
     } else {
@@ -125,7 +129,7 @@ t.test('a bad body gets PARAM_ERROR with WeChat\'s detail shape', async t => {
 
 t.test('a failed signature check shows the start of the message WeChat Pay computed', async t => {
   const sandbox = await testSandbox(t)
-  const res = await call(sandbox, { keyFile: new URL('../fixtures/wechatpay/merchant-test-key.pem', import.meta.url).pathname })
+  const res = await call(sandbox, { path: PATH, keyFile: new URL('../fixtures/wechatpay/merchant-test-key.pem', import.meta.url).pathname })
   t.match(res.json.detail.sign_information, {
     method: 'POST',
     url: PATH,

@@ -1,0 +1,127 @@
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import { z } from 'zod'
+import type { MerchantType } from '../wechat/profile.js'
+import { FAULTS } from './faults.js'
+import type { SandboxMerchant } from './merchants.js'
+import { CONTRACT_STATES, ORDER_STATES } from './state.js'
+
+/**
+ * The simulator's control API, for developers and tests (never part of WeChat Pay): recorded requests, faults, the
+ * key mode, and the state it remembers (orders and contracts, read or put in a given state).
+ */
+
+const digits = z.string().regex(/^[0-9]{1,32}$/)
+const code = z.string().regex(/^[0-9A-Za-z_\-|*]{1,32}$/)
+
+const FaultSpec = z.strictObject({
+  fault: z.enum(Object.keys(FAULTS) as [string, ...string[]]),
+  times: z.int().positive().default(1),
+  operation: z.string().optional(),
+  delay_ms: z.int().nonnegative().optional()
+})
+
+const OrderSpec = z.strictObject({
+  sp_mchid: digits.optional(),
+  sub_mchid: digits,
+  out_order_no: code,
+  service_id: z.string().regex(/^[0-9A-Za-z]{1,32}$/).optional(),
+  state: z.enum(ORDER_STATES),
+  state_description: z.enum(['USER_CONFIRM', 'MCH_COMPLETE']).optional(),
+  total_amount: z.int().positive().optional()
+})
+
+const ContractSpec = z.strictObject({
+  mchid: digits.optional(),
+  sub_mchid: digits.optional(),
+  plan_id: z.int().positive().optional(),
+  out_contract_code: code.optional(),
+  contract_id: code.optional(),
+  state: z.enum(CONTRACT_STATES)
+})
+
+function parse<T> (schema: z.ZodType<T>, raw: unknown, reply: FastifyReply): T | undefined {
+  let json: unknown
+  try {
+    json = JSON.parse(Buffer.isBuffer(raw) ? raw.toString('utf8') : '')
+  } catch {
+    void reply.code(400).send({ code: 'PARAM_ERROR', message: 'send a JSON body' })
+    return undefined
+  }
+  const result = schema.safeParse(json)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]
+  void reply.code(400).send({ code: 'PARAM_ERROR', message: `${issue?.path.join('/') ?? ''}: ${issue?.message ?? 'invalid'}` })
+  return undefined
+}
+
+export function controlRoutes (app: FastifyInstance): void {
+  const { faults, requests, merchants, state } = app.sandbox
+
+  /** The merchant a control call names, or the first of the kind. */
+  const merchantOf = (type: MerchantType, mchid: string | undefined, reply: FastifyReply): SandboxMerchant | undefined => {
+    const found = merchants.all.find(m => m.ids.type === type && (mchid === undefined || m.ids.mchid === mchid))
+    if (found === undefined) void reply.code(400).send({ code: 'PARAM_ERROR', message: `no ${type} merchant ${mchid ?? ''} in this sandbox` })
+    return found
+  }
+
+  app.get('/sandbox/requests', async () => ({ requests }))
+  app.delete('/sandbox/requests', async (_request, reply) => {
+    requests.length = 0
+    return reply.code(204).send()
+  })
+
+  app.get('/sandbox/faults', async () => ({ faults: Object.fromEntries(Object.entries(FAULTS).map(([k, v]) => [k, v.what])) }))
+  app.post('/sandbox/faults', async (request, reply) => {
+    const spec = parse(FaultSpec, request.body, reply)
+    if (spec === undefined) return reply
+    faults.arm({
+      fault: spec.fault,
+      times: spec.times,
+      ...(spec.operation !== undefined && { operation: spec.operation }),
+      ...(spec.delay_ms !== undefined && { delayMs: spec.delay_ms })
+    })
+    return reply.code(204).send()
+  })
+  app.delete('/sandbox/faults', async (_request, reply) => {
+    faults.clear()
+    return reply.code(204).send()
+  })
+
+  app.put('/sandbox/key-mode', async (request, reply) => {
+    const mode = (request.body as Buffer).toString('utf8').replaceAll('"', '').trim()
+    if (mode !== 'public-key' && mode !== 'certificate' && mode !== 'migration') {
+      return reply.code(400).send({ code: 'PARAM_ERROR', message: 'send "public-key", "certificate" or "migration"' })
+    }
+    app.sandbox.keyMode = mode
+    return reply.code(204).send()
+  })
+
+  // The state: every order and contract, and new ones in any state (e.g. a cancelled order, a terminated contract).
+  app.get('/sandbox/orders', async () => ({ orders: state.allOrders() }))
+  app.post('/sandbox/orders', async (request, reply) => {
+    const spec = parse(OrderSpec, request.body, reply)
+    if (spec === undefined) return reply
+    const merchant = merchantOf('partner', spec.sp_mchid, reply)
+    if (merchant === undefined) return reply
+    const order = state.putOrder(
+      { mchid: merchant.ids.mchid, appid: merchant.ids.appid, sub_mchid: spec.sub_mchid, out_order_no: spec.out_order_no, service_id: spec.service_id },
+      { state: spec.state, state_description: spec.state_description, ...(spec.total_amount !== undefined && { total_amount: spec.total_amount }) })
+    return reply.code(201).send(order)
+  })
+  app.get('/sandbox/contracts', async () => ({ contracts: state.allContracts() }))
+  app.post('/sandbox/contracts', async (request, reply) => {
+    const spec = parse(ContractSpec, request.body, reply)
+    if (spec === undefined) return reply
+    const merchant = merchantOf(spec.sub_mchid !== undefined ? 'partner' : 'direct', spec.mchid, reply)
+    if (merchant === undefined) return reply
+    const contract = state.putContract({
+      mchid: merchant.ids.mchid,
+      appid: merchant.ids.appid,
+      sub_mchid: spec.sub_mchid ?? '',
+      ...(spec.contract_id !== undefined && { contract_id: spec.contract_id }),
+      ...(spec.plan_id !== undefined && { plan_id: spec.plan_id }),
+      ...(spec.out_contract_code !== undefined && { out_contract_code: spec.out_contract_code })
+    }, spec.state)
+    return reply.code(201).send(contract)
+  })
+}
