@@ -1,6 +1,5 @@
 # HAProxy from Debian's haproxy package (2.6 on bookworm), the load balancer of docker-compose.replicas.yml:
 # one published port in front of every gateway replica, health-checked on /readyz (docker/haproxy.cfg).
-# The official haproxy images work as well where they can be pulled (same configuration).
 ARG DEBIAN_IMAGE=debian:bookworm
 FROM ${DEBIAN_IMAGE}
 RUN apt-get update \
