@@ -211,11 +211,17 @@ HEADER="Idempotency-Key: $key"
 check lb-key-first 204 POST "$PAY_PATH" "$PAY_BODY"
 check lb-key-replay 204 POST "$PAY_PATH" "$PAY_BODY" "idempotent-replayed: true"
 HEADER=
-first=; replay=
-for c in "${gateways[@]}"; do
-  lines=$(docker logs "$c" 2>/dev/null | grep '"msg":"operation"' | grep -F "\"idempotencyKey\":\"$key\"" || true)
-  if grep -q '"replayed":false' <<<"$lines"; then first=$c; fi
-  if grep -q '"replayed":true' <<<"$lines"; then replay=$c; fi
+# Which replica answered each: their audit lines (which may reach `docker logs` a moment after the answer).
+deadline=$((SECONDS + 10))
+while :; do
+  first=; replay=
+  for c in "${gateways[@]}"; do
+    lines=$(docker logs "$c" 2>/dev/null | grep '"msg":"operation"' | grep -F "\"idempotencyKey\":\"$key\"" || true)
+    if grep -q '"replayed":false' <<<"$lines"; then first=$c; fi
+    if grep -q '"replayed":true' <<<"$lines"; then replay=$c; fi
+  done
+  if [ -n "$first" ] && [ -n "$replay" ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
+  sleep 0.5
 done
 [ -n "$first" ] && [ -n "$replay" ] || fail "the audit lines of key $key are not where expected (first: ${first:-none}, replay: ${replay:-none})"
 [ "$first" != "$replay" ] || fail "both calls with key $key went to the same replica: the replay did not come from Redis"
