@@ -37,8 +37,13 @@ BASE="http://127.0.0.1:$GATEWAY_PORT"
 HEADER=
 START=$SECONDS
 WORK=$(mktemp -d)
-PAY_PATH=/payscore/partner/serviceorder/1234323JKHDFE1243252/pay
+# The simulator remembers orders and collects each once (a second pay is 400 ORDER_DONE): one order per check.
+pay_path() { echo "/payscore/partner/serviceorder/smoke-$1/pay"; }
+PAY_PATH=$(pay_path 1)
 PAY_BODY='{"service_id":"2002000000000558128851361561536","sub_mchid":"1900000109"}'
+QUERY_PATH='/payscore/partner/serviceorder?service_id=2002000000000558128851361561536&out_order_no=smoke-1&sub_mchid=1900000109'
+# The notices' 07:00-22:00 Beijing-time window would make the smoke test depend on the time of day.
+export SANDBOX_NOTICE_WINDOW=off
 
 compose() { docker-compose -p "$PROJECT" "${FILES[@]}" "$@"; }
 log() { printf '[docker-smoke %3ds] %s\n' "$((SECONDS - START))" "$*"; }
@@ -134,6 +139,7 @@ log "gateway is healthy"
 check healthz 200 GET /healthz
 check openapi 200 GET /docs/json
 check pay 204 POST "$PAY_PATH" "$PAY_BODY" x-request-id wechatpay-request-id
+check query 200 GET "$QUERY_PATH"
 check fail-notify 204 POST /contracts/123124412412423431/fail-notify '{}'
 check notify 204 POST /partner/contracts/123124412412423431/notify \
   '{"sub_mchid":"12345512","estimated_amount":{"amount":1}}'
@@ -203,13 +209,13 @@ done
 log "ok   HAProxy sees 2 ready replicas (health checks on /readyz)"
 
 check lb-readyz 200 GET /readyz
-check lb-pay 204 POST "$PAY_PATH" "$PAY_BODY" x-request-id wechatpay-request-id
+check lb-pay 204 POST "$(pay_path lb-1)" "$PAY_BODY" x-request-id wechatpay-request-id
 
 # The same Idempotency-Key twice: round robin sends the second call to the other replica, which answers from Redis.
 key="smoke-$PROJECT"
 HEADER="Idempotency-Key: $key"
-check lb-key-first 204 POST "$PAY_PATH" "$PAY_BODY"
-check lb-key-replay 204 POST "$PAY_PATH" "$PAY_BODY" "idempotent-replayed: true"
+check lb-key-first 204 POST "$(pay_path lb-key)" "$PAY_BODY"
+check lb-key-replay 204 POST "$(pay_path lb-key)" "$PAY_BODY" "idempotent-replayed: true"
 HEADER=
 # Which replica answered each: their audit lines (which may reach `docker logs` a moment after the answer).
 deadline=$((SECONDS + 10))
@@ -231,8 +237,10 @@ log "ok   lb-key-replay answered by the other replica (${replay:0:12}; first cal
 : >"$WORK/statuses"
 (
   set +e
+  n=0
   while [ ! -e "$WORK/stop" ]; do
-    out=$(http POST "$PAY_PATH" "$PAY_BODY" 2>/dev/null)
+    n=$((n + 1))
+    out=$(http POST "$(pay_path "drain-$n")" "$PAY_BODY" 2>/dev/null)
     echo "${out%%$'\n'*}" >>"$WORK/statuses"
     sleep 0.05
   done
