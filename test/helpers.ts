@@ -21,6 +21,10 @@ export const vectors = JSON.parse(readFileSync(fixture('vectors.json'), 'utf8'))
   platform: { public_key_id: string }
   requests: Array<{ method: string, url: string, timestamp: string, nonce: string, body: string, message: string, signature: string, authorization: string }>
   responses: Array<{ status: number, headers: Record<string, string>, body: string, message?: string, valid: boolean }>
+  notifications: Array<{ about: string, apiv3_key: string, headers: Record<string, string>, body: string, message: string, valid: boolean, plaintext: string }>
+  official_sdk_fixtures: {
+    aead: Array<{ id: string, key: string, nonce: string, associated_data: string, ciphertext: string, plaintext?: string, expect?: string, key_bits: number }>
+  }
 }
 
 export const TOKENS = { billing: 'billing-token-0123456789abcdef', orders: 'orders-token-0123456789abcdef' }

@@ -6,7 +6,6 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { createLogger } from '../src/logger.js'
-import { decryptResource } from '../src/wechat/certificates.js'
 import { KeyError } from '../src/wechat/keys.js'
 import { auth, LogCapture, sandboxProfiles, testConfig, testGateway, testSandbox } from './helpers.js'
 
@@ -127,9 +126,4 @@ t.test('key files rotate without a restart; a bad new key is refused and the old
   for (let i = 0; i < 40 && (await app.inject(pay())).statusCode !== 204; i++) await sleep(50)
   t.equal((await app.inject(pay())).statusCode, 204, 'reloaded after the file changed')
   t.ok(logs.find('credentials reloaded').length >= 2)
-})
-
-t.test('decryptResource is AEAD_AES_256_GCM only', async t => {
-  t.throws(() => decryptResource('k'.repeat(32), { algorithm: 'AES_CBC', nonce: 'n', ciphertext: '' }), /unsupported algorithm AES_CBC/)
-  t.ok(new LogCapture())
 })

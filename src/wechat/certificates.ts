@@ -1,4 +1,5 @@
-import { createDecipheriv, X509Certificate } from 'node:crypto'
+import { X509Certificate } from 'node:crypto'
+import { decryptResource, type EncryptedResource } from './aead.js'
 import { parseJson, type Exchange, type RawAnswer } from './client.js'
 import type { CertificateEntry, KeyRing } from './keys.js'
 import type { VerificationKeys } from './verifier.js'
@@ -8,23 +9,6 @@ import type { VerificationKeys } from './verifier.js'
  * APIv3 key, check the answer with the certificates it delivered, keep every unexpired one by serial. Refreshed on
  * a schedule and, rate-limited, when an answer names a serial we do not know.
  */
-
-export interface EncryptedResource {
-  algorithm: string
-  nonce: string
-  associated_data?: string
-  ciphertext: string
-}
-
-/** AEAD_AES_256_GCM with the APIv3 key: `ciphertext` is Base64 of the encrypted bytes followed by a 16-byte tag. */
-export function decryptResource (apiv3Key: string, resource: EncryptedResource): string {
-  if (resource.algorithm !== 'AEAD_AES_256_GCM') throw new Error(`unsupported algorithm ${resource.algorithm}`)
-  const sealed = Buffer.from(resource.ciphertext, 'base64')
-  const decipher = createDecipheriv('aes-256-gcm', Buffer.from(apiv3Key), Buffer.from(resource.nonce))
-  decipher.setAuthTag(sealed.subarray(-16))
-  decipher.setAAD(Buffer.from(resource.associated_data ?? ''))
-  return Buffer.concat([decipher.update(sealed.subarray(0, -16)), decipher.final()]).toString('utf8')
-}
 
 /** The merchant has no platform certificates: it can only use the WeChat Pay public key. */
 export class NoPlatformCertificates extends Error {
