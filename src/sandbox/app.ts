@@ -8,6 +8,7 @@ import type { SandboxMerchant, SandboxMerchants } from './merchants.js'
 import { authenticate, beijingTime, encryptResource, fail, paramError, parseQuery, protocolError, signatureHeaders, signingKey, type Spoil, type WechatError } from './protocol.js'
 import { SandboxState } from './state.js'
 import { controlRoutes } from './control.js'
+import { Notifier, type NotificationEvent, type NotifyOptions } from './notifier.js'
 
 /**
  * A WeChat Pay API v3 simulator for several merchants. It checks requests as WeChat Pay does (docs/wechatpay.md),
@@ -33,6 +34,8 @@ export interface SandboxOptions {
   noticeWindow?: boolean
   /** The clock of the state: paid times and the notice window (tests pin it). */
   clock?: () => Date
+  /** Notifications (回调通知) of business events: where to, and how fast the resends go. */
+  notify?: NotifyOptions
 }
 
 export interface RecordedRequest {
@@ -50,7 +53,7 @@ export interface RecordedRequest {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    sandbox: { faults: FaultQueue, requests: RecordedRequest[], keyMode: KeyMode, merchants: SandboxMerchants, state: SandboxState }
+    sandbox: { faults: FaultQueue, requests: RecordedRequest[], keyMode: KeyMode, merchants: SandboxMerchants, state: SandboxState, notifier: Notifier }
   }
 }
 
@@ -62,9 +65,13 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
   const app = Fastify({ loggerInstance: options.logger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true, bodyLimit: 1024 * 1024 })
   const faults = new FaultQueue()
   const requests: RecordedRequest[] = []
-  app.decorate('sandbox', { faults, requests, keyMode: options.keyMode ?? 'public-key', merchants, state: new SandboxState(options.clock) })
+  // Benchmarks measure the gateway: no notification goes out by itself.
+  const notifier = new Notifier(options.notify ?? {}, !bench, () => app.sandbox.keyMode, options.logger)
+  app.decorate('sandbox', { faults, requests, keyMode: options.keyMode ?? 'public-key', merchants, state: new SandboxState(options.clock), notifier })
+  app.addHook('onClose', () => notifier.close())
   const noticeWindow = options.noticeWindow ?? true
   const state = app.sandbox
+  const notify = (merchant: SandboxMerchant, event: NotificationEvent): void => { notifier.notify(merchant, event) }
 
   // Keep raw bytes: signatures are over exactly what was sent.
   app.removeAllContentTypeParsers()
@@ -207,7 +214,7 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
       }
       const outcome: Outcome = bench && op.method === 'POST'
         ? { status: 204 }
-        : carryOut(state.state, op, merchant, { params, fields }, { noticeWindow })
+        : carryOut(state.state, op, merchant, { params, fields }, { noticeWindow, notify })
       if (fault?.kind === 'proxy') {
         entry.status = fault.status
         return reply.code(fault.status).type('text/html').send(`<html><head><title>${fault.status} Gateway Time-out</title></head><body><center><h1>${fault.status} Gateway Time-out</h1></center><hr><center>nginx</center></body></html>`)

@@ -1,13 +1,16 @@
+import { randomBytes } from 'node:crypto'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { z } from 'zod'
 import type { MerchantType } from '../wechat/profile.js'
+import { contractEvent, orderEvent } from './business.js'
 import { FAULTS } from './faults.js'
 import type { SandboxMerchant } from './merchants.js'
-import { CONTRACT_STATES, ORDER_STATES } from './state.js'
+import { NOTIFICATION_FAULTS, type NotificationEvent, type NotificationFault } from './notifier.js'
+import { CONTRACT_STATES, ORDER_STATES, type SandboxState } from './state.js'
 
 /**
  * The simulator's control API, for developers and tests (never part of WeChat Pay): recorded requests, faults, the
- * key mode, and the state it remembers (orders and contracts, read or put in a given state).
+ * key mode, the state it remembers (orders and contracts, read or put in a given state), and notifications.
  */
 
 const digits = z.string().regex(/^[0-9]{1,32}$/)
@@ -39,6 +42,44 @@ const ContractSpec = z.strictObject({
   state: z.enum(CONTRACT_STATES)
 })
 
+const NotificationSpec = z.strictObject({
+  event_type: z.string().regex(/^[A-Z][A-Z_]*(\.[A-Z_]+)*$/).max(32),
+  merchant: z.string().min(1).optional(),
+  url: z.url({ protocol: /^https?$/ }).optional(),
+  summary: z.string().max(64).optional(),
+  resource: z.record(z.string(), z.unknown()).optional(),
+  id: z.string().min(1).max(36).optional(),
+  fault: z.enum(Object.keys(NOTIFICATION_FAULTS) as [NotificationFault, ...NotificationFault[]]).optional()
+})
+
+/** The sub-merchant of sample orders and contracts (a service provider's). */
+const SAMPLE_SUB_MCHID = '1900000109'
+
+/**
+ * A realistic notification of a well-known event, or undefined. Its order or contract is put in the state, so that a
+ * receiver that settles the notification by a query (docs/wechatpay.md §8) finds it.
+ */
+function sampleEvent (state: SandboxState, eventType: string, merchant: SandboxMerchant): NotificationEvent | undefined {
+  const { mchid, appid, type } = merchant.ids
+  const code = `SBXN${randomBytes(8).toString('hex')}`
+  switch (eventType) {
+    case 'PAYSCORE.USER_PAID':
+    case 'PAYSCORE.USER_CONFIRM': {
+      const paid = eventType === 'PAYSCORE.USER_PAID'
+      const order = state.putOrder({ mchid, appid, sub_mchid: SAMPLE_SUB_MCHID, out_order_no: code }, paid ? { state: 'DONE' } : { state: 'DOING', state_description: 'USER_CONFIRM' })
+      return orderEvent(state, order, eventType)
+    }
+    case 'ENTRUST.SIGN':
+    case 'ENTRUST.TERMINATE': {
+      const sub = type === 'partner' ? SAMPLE_SUB_MCHID : ''
+      const contract = state.putContract({ mchid, appid, sub_mchid: sub, out_contract_code: code }, eventType === 'ENTRUST.SIGN' ? 'SIGNED' : 'TERMINATED')
+      return contractEvent(state, contract, type === 'partner', eventType)
+    }
+    default:
+      return undefined
+  }
+}
+
 function parse<T> (schema: z.ZodType<T>, raw: unknown, reply: FastifyReply): T | undefined {
   let json: unknown
   try {
@@ -55,13 +96,20 @@ function parse<T> (schema: z.ZodType<T>, raw: unknown, reply: FastifyReply): T |
 }
 
 export function controlRoutes (app: FastifyInstance): void {
-  const { faults, requests, merchants, state } = app.sandbox
+  const { faults, requests, merchants, state, notifier } = app.sandbox
 
   /** The merchant a control call names, or the first of the kind. */
   const merchantOf = (type: MerchantType, mchid: string | undefined, reply: FastifyReply): SandboxMerchant | undefined => {
     const found = merchants.all.find(m => m.ids.type === type && (mchid === undefined || m.ids.mchid === mchid))
     if (found === undefined) void reply.code(400).send({ code: 'PARAM_ERROR', message: `no ${type} merchant ${mchid ?? ''} in this sandbox` })
     return found
+  }
+
+  /** The merchant named (by name or mchid), else the first service provider for PayScore (docs/wechatpay.md §8), else the first. */
+  const notifiedMerchant = (named: string | undefined, eventType: string): SandboxMerchant | undefined => {
+    if (named !== undefined) return merchants.all.find(m => m.ids.name === named || m.ids.mchid === named)
+    const partner = eventType.startsWith('PAYSCORE.') ? merchants.all.find(m => m.ids.type === 'partner') : undefined
+    return partner ?? merchants.all[0]
   }
 
   app.get('/sandbox/requests', async () => ({ requests }))
@@ -122,6 +170,27 @@ export function controlRoutes (app: FastifyInstance): void {
       ...(spec.plan_id !== undefined && { plan_id: spec.plan_id }),
       ...(spec.out_contract_code !== undefined && { out_contract_code: spec.out_contract_code })
     }, spec.state)
+    if (spec.state === 'TERMINATED') notifier.notify(merchant, contractEvent(state, contract, merchant.ids.type === 'partner', 'ENTRUST.TERMINATE'))
     return reply.code(201).send(contract)
+  })
+
+  // Notifications: sent (faulted if asked) and resent as WeChat Pay does, and what became of each.
+  app.get('/sandbox/notifications', async () => ({ notifications: notifier.records }))
+  app.post('/sandbox/notifications', async (request, reply) => {
+    const spec = parse(NotificationSpec, request.body, reply)
+    if (spec === undefined) return reply
+    const refuse = (message: string): FastifyReply => reply.code(400).send({ code: 'PARAM_ERROR', message })
+    const merchant = notifiedMerchant(spec.merchant, spec.event_type)
+    if (merchant === undefined) return refuse(`merchant: no merchant ${spec.merchant ?? ''} in this sandbox`)
+    const url = spec.url ?? notifier.url
+    if (url === undefined) return refuse('url: give one, or set SANDBOX_NOTIFY_URL')
+    const sample = spec.resource === undefined ? sampleEvent(state, spec.event_type, merchant) : undefined
+    const event: NotificationEvent = {
+      event_type: spec.event_type,
+      summary: spec.summary ?? sample?.summary ?? '沙箱通知',
+      resource: spec.resource ?? sample?.resource ?? {}
+    }
+    const sent = notifier.send(merchant, event, { url, ...(spec.id !== undefined && { id: spec.id }), ...(spec.fault !== undefined && { fault: spec.fault }) })
+    return reply.code(202).send({ id: sent.id })
   })
 }

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { buildSandbox, type KeyMode } from './app.js'
 import { DEFAULT_MERCHANTS, ensureMerchants, type SandboxMerchants } from './merchants.js'
+import type { NotifyOptions } from './notifier.js'
 import type { MerchantSpec } from './settings.js'
 
 export interface StartOptions {
@@ -21,6 +22,8 @@ export interface StartOptions {
   overrides?: { [K in 'mchid' | 'appid' | 'merchantSerial' | 'publicKeyId']?: string | undefined }
   /** The merchant profiles file written in `dir` (default merchants.json). */
   profilesFile?: string
+  /** Notifications of business events (also settable later: `app.sandbox.notifier.url`). */
+  notify?: NotifyOptions
 }
 
 export interface RunningSandbox {
@@ -47,12 +50,15 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
     ...(options.slowMs !== undefined && { slowMs: options.slowMs }),
     ...(options.bench !== undefined && { bench: options.bench }),
     ...(options.noticeWindow !== undefined && { noticeWindow: options.noticeWindow }),
-    ...(options.clock !== undefined && { clock: options.clock })
+    ...(options.clock !== undefined && { clock: options.clock }),
+    ...(options.notify !== undefined && { notify: options.notify })
   })
+  // Written before listening: whoever waits for the simulator to answer finds the merchants file complete.
+  const merchantsFile = merchants.writeProfiles(keyMode, options.profilesFile)
   await app.listen({ host: options.host, port: options.port })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : options.port
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`
-  return { url, merchants, app, merchantsFile: merchants.writeProfiles(keyMode, options.profilesFile), close: () => app.close() }
+  return { url, merchants, app, merchantsFile, close: () => app.close() }
 }

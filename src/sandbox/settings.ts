@@ -38,6 +38,9 @@ export const sandboxSettings = z.object({
   SANDBOX_SLOW_MS: z.coerce.number().int().min(0).default(15_000),
   SANDBOX_BENCH: z.enum(['0', '1']).default('0'),
   SANDBOX_NOTICE_WINDOW: z.enum(['on', 'off']).default('on'),
+  SANDBOX_NOTIFY_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL; {merchant} stands for the merchant\'s name' }).optional(),
+  // Optional rather than defaulted (to 1, by the notifier), so that settings objects written before it stay valid.
+  SANDBOX_NOTIFY_SCALE: z.coerce.number().positive().optional(),
   SANDBOX_MCHID: z.string().regex(/^\d{1,32}$/, 'must be 1-32 digits').optional(),
   SANDBOX_APPID: z.string().regex(/^[0-9A-Za-z_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -').optional(),
   SANDBOX_MERCHANT_SERIAL: z.string().regex(/^[0-9A-Fa-f]{8,40}$/, 'must be 8-40 hexadecimal digits').optional(),
@@ -60,6 +63,10 @@ export function sandboxOptions (s: SandboxSettings): Omit<StartOptions, 'host' |
     bench: s.SANDBOX_BENCH === '1',
     noticeWindow: s.SANDBOX_NOTICE_WINDOW === 'on',
     ...(s.SANDBOX_MERCHANTS !== undefined && { merchants: s.SANDBOX_MERCHANTS }),
+    notify: {
+      ...(s.SANDBOX_NOTIFY_URL !== undefined && { url: s.SANDBOX_NOTIFY_URL }),
+      ...(s.SANDBOX_NOTIFY_SCALE !== undefined && { scale: s.SANDBOX_NOTIFY_SCALE })
+    },
     overrides: { mchid: s.SANDBOX_MCHID, appid: s.SANDBOX_APPID, merchantSerial: s.SANDBOX_MERCHANT_SERIAL, publicKeyId: s.SANDBOX_PUBLIC_KEY_ID }
   }
 }
