@@ -45,7 +45,8 @@ COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 USER node
-EXPOSE 3000
+# 3000: the internal routes; 3001: WeChat Pay's notifications (the only port to expose to the internet).
+EXPOSE 3000 3001
 # Slim images have no curl; node's fetch does the probe. Kubernetes ignores this and uses its own probes.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz',{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]

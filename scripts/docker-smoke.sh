@@ -140,6 +140,13 @@ check healthz 200 GET /healthz
 check openapi 200 GET /docs/json
 check pay 204 POST "$PAY_PATH" "$PAY_BODY" x-request-id wechatpay-request-id
 check query 200 GET "$QUERY_PATH"
+# The pay above was collected: the simulator notifies the gateway's listener (PAYSCORE.USER_PAID), which verifies it.
+deadline=$((SECONDS + 20))
+until docker logs "$cid" 2>/dev/null | grep '"msg":"notification"' | grep -q '"eventType":"PAYSCORE.USER_PAID"'; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "no PAYSCORE.USER_PAID notification in the gateway's log after 20s"$'\n'"$(docker logs "$cid" 2>&1 | tail -n 20)"
+  sleep 1
+done
+log "ok   notification: the simulator's PAYSCORE.USER_PAID reached the gateway's listener and verified"
 check fail-notify 204 POST /contracts/123124412412423431/fail-notify '{}'
 check notify 204 POST /partner/contracts/123124412412423431/notify \
   '{"sub_mchid":"12345512","estimated_amount":{"amount":1}}'

@@ -14,11 +14,13 @@ import idempotency, { type IdempotencyOptions } from './plugins/idempotency.js'
 import lifecycle from './plugins/lifecycle.js'
 import limits from './plugins/limits.js'
 import metrics from './plugins/metrics.js'
+import notifications from './plugins/notifications.js'
 import redis from './plugins/redis.js'
 import swagger from './plugins/swagger.js'
 import type { Tracing } from './telemetry.js'
 import { traceOf, traceparent, type TraceContext } from './trace-context.js'
 import health from './routes/health.js'
+import notificationRoutes from './routes/notifications.js'
 import operationRoutes, { wrongMethods } from './routes/operations.js'
 
 export interface BuildOptions {
@@ -31,6 +33,8 @@ export interface BuildOptions {
   tracing?: Tracing
   /** Overrides of the idempotency plugin's timings (tests). */
   idempotency?: Partial<Pick<IdempotencyOptions, 'callMs' | 'recordRetriesMs'>>
+  /** How often the Redis relay looks for deliveries to retry (tests). */
+  notifyPollMs?: number
 }
 
 /** Bodies of the three operations are a few hundred bytes; anything near this limit is not a real call. */
@@ -130,8 +134,14 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   await app.register(auth, config.auth)
   // A duplicate waits for the first call's answer until that call has certainly ended: its longest, and a margin.
   await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, callMs: app.wechat.maxCallMs + 5000, memory: config.idempotencyMemory, ...options.idempotency })
+  await app.register(notifications, {
+    ...config.notify,
+    http: config.http,
+    ...(options.notifyPollMs !== undefined && { pollMs: options.notifyPollMs })
+  })
   await app.register(health)
   await app.register(operationRoutes, { rateLimit: config.rateLimit })
+  await app.register(notificationRoutes)
   await app.register(wrongMethods)
   return app
 }

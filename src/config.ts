@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { impliedKeyMode, keyModeProblems, loadMerchantsFile } from './merchants-file.js'
+import { loadSubscribers, type Subscriber } from './notifications/subscribers.js'
 import { sandboxSettings, type SandboxSettings } from './sandbox/settings.js'
 import { operations } from './wechat/operations.js'
 import type { MerchantConfig } from './wechat/profile.js'
@@ -62,6 +63,17 @@ export interface Config {
   shutdownDrainDelayMs: number
   /** How long a graceful shutdown may take in all: the drain delay, then the longest call, and a margin. */
   shutdownGraceMs: number
+  /** WeChat Pay's notifications: their listener (no port: none) and the relay to subscribers. */
+  notify: NotifyConfig
+}
+
+export interface NotifyConfig {
+  port?: number
+  host: string
+  subscribers: Subscriber[]
+  deliveryTimeoutMs: number
+  retry: { baseMs: number, maxMs: number, horizonMs: number }
+  retentionMs: number
 }
 
 export type AppConfig = Config
@@ -69,7 +81,8 @@ export type AppConfig = Config
 /** Settings that hold secrets; each also reads from `NAME_FILE`. */
 const SECRET_SETTINGS = ['WECHATPAY_APIV3_KEY', 'GATEWAY_TOKENS', 'REDIS_URL'] as const
 
-const operationIds = new Set(operations.map(op => op.id))
+/** What a caller token may be limited to: the operations and queries, and the notifications' operator API. */
+const operationIds = new Set([...operations.map(op => op.id), 'notifications'])
 const optionalText = z.string().trim().min(1).optional()
 const url = z.url({ protocol: /^https?$/ }).transform(u => u.replace(/\/+$/, ''))
 
@@ -152,7 +165,15 @@ const envSchema = sandboxSettings.extend({
   HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
   HTTP_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
   HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
-  HTTP_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).default(512)
+  HTTP_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(0).default(512),
+  NOTIFY_PORT: z.union([z.literal('off'), z.coerce.number().int().min(0).max(65_535)]).default(3001),
+  NOTIFY_HOST: z.string().min(1).default('0.0.0.0'),
+  NOTIFY_SUBSCRIBERS_FILE: optionalText,
+  NOTIFY_DELIVERY_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(4000),
+  NOTIFY_RETRY_BASE_MS: z.coerce.number().int().min(10).default(10_000),
+  NOTIFY_RETRY_MAX_MS: z.coerce.number().int().min(10).default(3600_000),
+  NOTIFY_RETRY_HORIZON_S: z.coerce.number().int().min(1).default(25 * 3600),
+  NOTIFY_RETENTION_S: z.coerce.number().int().min(1).default(7 * 24 * 3600)
 })
 
 type Env = Record<string, string | undefined>
@@ -265,6 +286,15 @@ export function loadConfig (rawEnv: Env = process.env): Config {
       `(${longestCall} ms: WECHATPAY_TIMEOUT_MS ${e.WECHATPAY_TIMEOUT_MS} + the ${OPERATION_RETRY_POLICY.budgetMs} ms retry budget) + ${SHUTDOWN_MARGIN_MS} ms to answer; ` +
       'otherwise a call in flight at shutdown could be cut off. Set the orchestrator\'s stop timeout above it too')
   }
+  // Without Redis a notification is delivered before WeChat Pay is answered, which it expects within 5 s.
+  if (e.REDIS_URL === undefined && e.NOTIFY_DELIVERY_TIMEOUT_MS > 4500) {
+    problems.push(`NOTIFY_DELIVERY_TIMEOUT_MS (${e.NOTIFY_DELIVERY_TIMEOUT_MS}) must be at most 4500 without REDIS_URL: deliveries are made before WeChat Pay, which waits 5 s, is answered`)
+  }
+  if (e.NOTIFY_RETENTION_S < e.NOTIFY_RETRY_HORIZON_S) problems.push('NOTIFY_RETENTION_S must be at least NOTIFY_RETRY_HORIZON_S: a notification is kept while it is retried')
+  // In sandbox mode the profiles are the simulator's, known at start: server.ts checks the subscribers' then.
+  const subscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined
+    ? []
+    : loadSubscribers(e.NOTIFY_SUBSCRIBERS_FILE, mode === 'live' ? merchants.map(m => m.name) : undefined, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   if (mode === 'live') checkCallerMerchants(tokens, merchants)
 
@@ -296,6 +326,14 @@ export function loadConfig (rawEnv: Env = process.env): Config {
       maxConnectionsPerAddress: e.HTTP_MAX_CONNECTIONS_PER_ADDRESS
     },
     shutdownDrainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS,
-    shutdownGraceMs: e.SHUTDOWN_GRACE_MS
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    notify: {
+      ...(e.NOTIFY_PORT !== 'off' && { port: e.NOTIFY_PORT }),
+      host: e.NOTIFY_HOST,
+      subscribers,
+      deliveryTimeoutMs: e.NOTIFY_DELIVERY_TIMEOUT_MS,
+      retry: { baseMs: e.NOTIFY_RETRY_BASE_MS, maxMs: e.NOTIFY_RETRY_MAX_MS, horizonMs: e.NOTIFY_RETRY_HORIZON_S * 1000 },
+      retentionMs: e.NOTIFY_RETENTION_S * 1000
+    }
   }
 }

@@ -4,6 +4,7 @@ import { buildApp } from './app.js'
 import { createLogger } from './logger.js'
 import { loadMerchantsFile } from './merchants-file.js'
 import { checkCallerMerchants, ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
+import { checkSubscriberMerchants } from './notifications/subscribers.js'
 import { KeyError } from './wechat/keys.js'
 
 /** The only module that listens. Loads config, starts the built-in sandbox in sandbox mode, shuts down gracefully. */
@@ -23,17 +24,25 @@ async function main (): Promise<void> {
   const closers: Array<() => Promise<void>> = []
 
   let appConfig: AppConfig = config
+  /** Sandbox mode: where the simulator sends notifications once the gateway's listener is up. */
+  let notifySandbox: ((notifyAddress: string) => void) | undefined
   if (config.mode === 'sandbox') {
     // Loaded only in sandbox mode: nothing of the simulator exists in a live process.
     const [{ startSandbox }, { sandboxOptions }] = await Promise.all([import('./sandbox/index.js'), import('./sandbox/settings.js')])
-    const sandbox = await startSandbox({ ...sandboxOptions(config.sandbox), host: '127.0.0.1', port: 0, logger: logger.child({ component: 'sandbox' }) })
+    // On loopback; on a free port unless SANDBOX_PORT says which (to reach its control API, e.g. for notifications).
+    const port = process.env.SANDBOX_PORT !== undefined ? config.sandbox.SANDBOX_PORT : 0
+    const sandbox = await startSandbox({ ...sandboxOptions(config.sandbox), host: '127.0.0.1', port, logger: logger.child({ component: 'sandbox' }) })
     closers.push(() => sandbox.close())
     // The sandbox's own merchants file, exactly as an operator would point WECHATPAY_MERCHANTS_FILE at it.
     const problems: string[] = []
     const merchants = loadMerchantsFile(sandbox.merchantsFile, { baseUrl: sandbox.url }, problems)
     if (problems.length > 0) throw new ConfigError(problems)
     checkCallerMerchants(config.auth.tokens, merchants)
+    const subscriberProblems = checkSubscriberMerchants(config.notify.subscribers, merchants.map(m => m.name))
+    if (subscriberProblems.length > 0) throw new ConfigError(subscriberProblems)
     appConfig = { ...config, merchants }
+    const { notifier } = sandbox.app.sandbox
+    notifySandbox = address => { notifier.url ??= `${address.replace('0.0.0.0', '127.0.0.1')}/wechatpay/notify/{merchant}` }
     logger.warn({ sandbox: sandbox.url, merchantsFile: sandbox.merchantsFile, keyMode: config.sandbox.SANDBOX_KEY_MODE, merchants: merchants.map(m => `${m.name} (${m.types[0] ?? ''} ${m.mchid})`) },
       '*** SANDBOX MODE: calls go to the built-in WeChat Pay simulator, not to WeChat Pay. Set WECHATPAY_MODE=live (or NODE_ENV=production) with real credentials for production. ***')
   }
@@ -74,6 +83,15 @@ async function main (): Promise<void> {
   await app.listen({ host: config.host, port: config.port }).catch((err: NodeJS.ErrnoException) => {
     throw listenError(err, 'PORT', 'HOST', config.host, config.port)
   })
+  const { port: notifyPort, host: notifyHost } = config.notify
+  const notifyAddress = await app.notifications.listen().catch((err: NodeJS.ErrnoException) => {
+    throw listenError(err, 'NOTIFY_PORT', 'NOTIFY_HOST', notifyHost, notifyPort ?? 0)
+  })
+  if (notifyAddress !== undefined) {
+    logger.info({ address: notifyAddress, urls: appConfig.merchants.map(m => `<public base URL>/wechatpay/notify/${m.name}`), subscribers: config.notify.subscribers.map(s => s.name) },
+      'WeChat Pay notifications: listening (give WeChat Pay each profile\'s URL as notify_url)')
+    notifySandbox?.(notifyAddress)
+  }
 }
 
 /** A listen failure, as the setting to change. */

@@ -72,6 +72,7 @@ t.test('every documented code and outcome can be produced', async t => {
     UNAUTHORIZED: { not_executed: () => inject({ ...pay('1'), headers: json }) },
     FORBIDDEN: { not_executed: () => inject({ method: 'POST', url: '/contracts/1/fail-notify', headers: { ...json, ...auth(TOKENS.orders) }, payload: {} }) },
     ROUTE_NOT_FOUND: { not_executed: () => inject({ method: 'GET', url: '/nowhere' }) },
+    NOTIFICATION_NOT_FOUND: { not_executed: () => inject({ method: 'GET', url: '/notifications/partner/EV-none', headers: auth() }) },
     METHOD_NOT_ALLOWED: { not_executed: () => inject({ method: 'PUT', url: '/contracts/1/fail-notify' }) },
     REQUEST_TIMEOUT: {
       not_executed: () => rawAnswer(t, { sandbox, config: { http: { requestTimeoutMs: 300, keepAliveTimeoutMs: 5000, maxConnections: 100, maxConnectionsPerAddress: 0 } } },

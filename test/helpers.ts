@@ -115,6 +115,8 @@ export function testConfig (merchants: MerchantConfig[], overrides: Partial<AppC
     metrics: true,
     tracing: false,
     http: { requestTimeoutMs: 10_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxConnectionsPerAddress: 512 },
+    // No notification listener unless a test asks for one (port 0: any free port).
+    notify: { host: '127.0.0.1', subscribers: [], deliveryTimeoutMs: 2000, retry: { baseMs: 50, maxMs: 200, horizonMs: 60_000 }, retentionMs: 600_000 },
     ...overrides
   }
 }

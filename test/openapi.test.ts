@@ -13,12 +13,15 @@ t.test('the OpenAPI document is valid and documents every route, field and error
   t.equal(doc.openapi, '3.0.3')
   t.same(Object.keys(doc.paths).sort(), [
     '/contracts/{contract_id}/fail-notify',
+    '/notifications',
+    '/notifications/{merchant}/{id}',
+    '/notifications/{merchant}/{id}/redeliver',
     '/papay/sign/contracts/plan-id/{plan_id}/out-contract-code/{out_contract_code}',
     '/papay/sign/partner/contracts/plan-id/{plan_id}/out-contract-code/{out_contract_code}',
     '/partner/contracts/{contract_id}/notify',
     '/payscore/partner/serviceorder',
     '/payscore/partner/serviceorder/{out_order_no}/pay'
-  ], 'only the operations and queries: health and docs routes are hidden')
+  ], 'the operations, the queries and the notifications\' operator API: health and docs routes are hidden')
 
   for (const op of operations) {
     const path = op.route.replace(/:(\w+)/g, '{$1}')
@@ -36,7 +39,7 @@ t.test('the OpenAPI document is valid and documents every route, field and error
       if (param.in === 'header') t.equal(param.schema.example, undefined, `${param.name}: no example a browser would send by default`)
       else if (param.required === true) t.ok(param.schema.example, `${param.name} has an example`)
     }
-    for (const code of Object.keys(GATEWAY_ERRORS).filter(c => c !== 'ROUTE_NOT_FOUND' && c !== 'METHOD_NOT_ALLOWED')) {
+    for (const code of Object.keys(GATEWAY_ERRORS).filter(c => c !== 'ROUTE_NOT_FOUND' && c !== 'METHOD_NOT_ALLOWED' && c !== 'NOTIFICATION_NOT_FOUND')) {
       t.ok(Object.values(route.responses).some((r: any) => r.description.includes(`\`${code}\``)), `${op.id}: ${code} is documented`)
     }
     if (op.method === 'POST') {
@@ -62,7 +65,8 @@ t.test('the OpenAPI document is valid and documents every route, field and error
   const notify = doc.paths['/partner/contracts/{contract_id}/notify'].post.requestBody.content['application/json'].schema
   t.same(notify.required, ['sub_mchid', 'estimated_amount'], 'merchant fields are optional for callers')
   t.equal(notify.additionalProperties, false)
-  t.same(Object.keys(doc.components.schemas), ['Error'], 'the error shape is a shared component, and nothing unused is listed')
+  t.same(Object.keys(doc.components.schemas).sort(), ['Error', 'NotificationRecord'], 'shared components, and nothing unused is listed')
+  t.same(doc.paths['/notifications/{merchant}/{id}/redeliver'].post.security, [{ bearer: [] }])
   t.same(doc.components.securitySchemes.bearer, { type: 'http', scheme: 'bearer', description: 'A caller token from GATEWAY_TOKENS' })
 
   const text = JSON.stringify(doc)

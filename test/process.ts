@@ -14,7 +14,7 @@ export function start (t: Test, env: Record<string, string>, opts: { fileLimit?:
     : ['bash', ['-c', `ulimit -n ${opts.fileLimit} && exec "$@"`, 'bash', ...argv]]
   const child = spawn(command, args, {
     // The notices' time window would make these tests depend on the time of day (its own tests pin a clock).
-    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', SANDBOX_NOTICE_WINDOW: 'off', ...env },
+    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', NOTIFY_PORT: '0', SANDBOX_NOTICE_WINDOW: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const out: string[] = []

@@ -76,7 +76,8 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     durations.observe({ route, status: reply.statusCode }, reply.elapsedTime / 1000)
     const trace = request.upstream
     const operation = request.routeOptions.config.operation
-    if (trace === null || operation === undefined || trace.ms === undefined) return
+    // Only the operation routes leave a trace (the operator API's routes have none).
+    if (trace == null || operation === undefined || trace.ms === undefined) return
     upstream.observe({ operation, merchant: request.profile?.name ?? 'none', code: codeLabel(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
     for (const reason of trace.retried ?? []) retries.inc({ operation, reason })
     if (trace.failover === true) failovers.inc({ operation })

@@ -33,7 +33,7 @@ const WECHAT_PASSED: Record<number, string> = {
 /** Every error status an operation can answer, documented from the catalogue (src/errors.ts), with an example. */
 function errorResponses () {
   const own = (Object.entries(GATEWAY_ERRORS) as Array<[GatewayCode, CatalogueEntry]>)
-    .filter(([code]) => code !== 'ROUTE_NOT_FOUND' && code !== 'METHOD_NOT_ALLOWED')
+    .filter(([code]) => code !== 'ROUTE_NOT_FOUND' && code !== 'METHOD_NOT_ALLOWED' && code !== 'NOTIFICATION_NOT_FOUND')
   const statuses = [...new Set([...own.map(([, e]) => e.status), ...Object.keys(WECHAT_PASSED).map(Number)])].sort((a, b) => a - b)
   return Object.fromEntries(statuses.map(status => {
     const codes = own.filter(([, e]) => e.status === status)

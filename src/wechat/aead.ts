@@ -11,7 +11,7 @@ export interface EncryptedResource {
   algorithm: string
   nonce: string
   /** Absent or empty: no associated data. */
-  associated_data?: string
+  associated_data?: string | undefined
   /** Base64 of the encrypted bytes followed by the 16-byte tag. */
   ciphertext: string
 }

@@ -1,0 +1,229 @@
+import { hostname } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { randomBytes } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
+import { afterAttempt, keyOf, type Deliverer, type DeliveryState, type NotificationRecord, type ReceiveResult, type Relay, type RelayEvent } from './relay.js'
+import type { Subscriber } from './subscribers.js'
+
+/**
+ * The relay with Redis: a notification is stored (durably: Redis's append-only file) before WeChat Pay is answered,
+ * then delivered from the store. One stream entry per (notification, subscriber) in a consumer group: each entry is
+ * read by one replica; an entry whose delivery failed stays pending and is claimed again (XCLAIM, which only one
+ * replica can win) once it has been idle for its backoff, by any replica, so a replica that dies mid-delivery only
+ * delays it. Delivery is at least once; the notification id is the subscriber's idempotency key.
+ */
+
+export interface RedisRelayOptions {
+  /** First retry after this; doubling up to `retryMaxMs`. */
+  retryBaseMs: number
+  retryMaxMs: number
+  /** Retries stop this long after the notification was received (then the delivery is `failed`). */
+  retryHorizonMs: number
+  /** How long a notification is remembered: duplicates, the operator API. */
+  retentionMs: number
+  /** The longest one delivery takes: an entry is never claimed from a replica that may still be delivering it. */
+  deliveryTimeoutMs: number
+  /** How often pending entries are looked at (tests use less). */
+  pollMs?: number
+  /** A delivery given up after the retry horizon. */
+  onGiveUp?: (subscriber: string) => void
+}
+
+const PREFIX = '{wechatpay-gateway:notify}'
+const QUEUE = `${PREFIX}:queue`
+const RECENT = `${PREFIX}:recent`
+const GROUP = 'relay'
+const RECENT_MAX = 10_000
+const CONCURRENCY = 16
+const recordKey = (key: string): string => `${PREFIX}:n:${key}`
+
+/** Stores a notification and queues one delivery per subscriber, unless it is already stored (a duplicate). */
+const STORE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'event', ARGV[1], 'received_at', ARGV[3])
+for i = 5, #ARGV do
+  redis.call('HSET', KEYS[1], 'd:' .. ARGV[i], cjson.encode({subscriber = ARGV[i], state = 'pending', attempts = 0}))
+  redis.call('XADD', KEYS[2], '*', 'key', ARGV[4], 'subscriber', ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -${RECENT_MAX + 1})
+return 1`
+
+type StreamEntry = [id: string, fields: string[]]
+
+function field (fields: string[], name: string): string | undefined {
+  const i = fields.indexOf(name)
+  return i >= 0 && i % 2 === 0 ? fields[i + 1] : undefined
+}
+
+export class RedisRelay implements Relay {
+  private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
+  /** A connection of its own for the blocking read, made by start(). */
+  private reader: Redis | undefined
+  private running = false
+  private loop: Promise<void> | undefined
+  private readonly active = new Set<Promise<void>>()
+  /** Ends the pauses between attempts to reach Redis, and a blocked read, at once on close(). */
+  private readonly stopped = new AbortController()
+  private readonly whenStopped = new Promise<null>(resolve => { this.stopped.signal.addEventListener('abort', () => { resolve(null) }, { once: true }) })
+
+  constructor (private readonly redis: Redis, private readonly deliverer: Deliverer,
+    private readonly subscribers: () => Subscriber[], private readonly options: RedisRelayOptions,
+    private readonly log: FastifyBaseLogger) {
+  }
+
+  async receive (event: RelayEvent, subscribers: Subscriber[]): Promise<ReceiveResult> {
+    const key = keyOf(event)
+    const stored = await this.redis.eval(STORE, 3, recordKey(key), QUEUE, RECENT,
+      JSON.stringify(event), this.options.retentionMs, Date.now(), key, ...subscribers.map(s => s.name)) as number
+    return stored === 1 ? 'stored' : 'duplicate'
+  }
+
+  async list (limit: number): Promise<NotificationRecord[]> {
+    const keys = await this.redis.zrevrange(RECENT, 0, limit - 1)
+    const records = await Promise.all(keys.map(async key => await this.get(key)))
+    return records.filter((r): r is NotificationRecord => r !== undefined)
+  }
+
+  async get (key: string): Promise<NotificationRecord | undefined> {
+    const hash = await this.redis.hgetall(recordKey(key))
+    if (hash.event === undefined) return undefined
+    const deliveries = Object.entries(hash).filter(([f]) => f.startsWith('d:')).map(([, v]) => JSON.parse(v) as DeliveryState)
+    return { key, event: JSON.parse(hash.event) as RelayEvent, deliveries }
+  }
+
+  async redeliver (key: string, subscriber?: string): Promise<NotificationRecord | undefined> {
+    const record = await this.get(key)
+    if (record === undefined) return undefined
+    for (const d of record.deliveries) {
+      if (subscriber !== undefined && d.subscriber !== subscriber) continue
+      await this.redis.hset(recordKey(key), `d:${d.subscriber}`, JSON.stringify({ ...d, state: 'pending' }))
+      await this.redis.xadd(QUEUE, '*', 'key', key, 'subscriber', d.subscriber)
+    }
+    return await this.get(key)
+  }
+
+  async oldestUndeliveredSeconds (): Promise<number> {
+    // Entries are deleted once settled: the first one left is the oldest waiting; its id starts with its time.
+    const [first] = await this.redis.xrange(QUEUE, '-', '+', 'COUNT', 1)
+    return first === undefined ? 0 : Math.max(0, (Date.now() - Number(first[0].split('-')[0])) / 1000)
+  }
+
+  /** Starts delivering (reads new entries, claims stalled ones), in the background: Redis may not be up yet. */
+  start (): void {
+    // Fails fast like the shared connection; its outages are logged once, by the shared connection.
+    const reader = this.redis.duplicate()
+    reader.on('error', () => {})
+    this.reader = reader
+    this.running = true
+    this.loop = this.run(reader)
+  }
+
+  async close (): Promise<void> {
+    this.running = false
+    this.stopped.abort()
+    this.reader?.disconnect()
+    await this.loop
+    await Promise.allSettled(this.active)
+  }
+
+  private async run (reader: Redis): Promise<void> {
+    let lastClaim = 0
+    let group = false
+    while (this.running) {
+      try {
+        if (!group) {
+          await this.redis.xgroup('CREATE', QUEUE, GROUP, '0', 'MKSTREAM').catch((err: Error) => {
+            if (!err.message.includes('BUSYGROUP')) throw err
+          })
+          group = true
+        }
+        const pollMs = this.options.pollMs ?? 1000
+        if (reader.status !== 'ready') {
+          await sleep(Math.min(pollMs, 100), undefined, { signal: this.stopped.signal }).catch(() => {})
+          continue
+        }
+        if (this.active.size < CONCURRENCY) {
+          const reading = reader.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', CONCURRENCY - this.active.size,
+            'BLOCK', pollMs, 'STREAMS', QUEUE, '>') as Promise<Array<[string, StreamEntry[]]> | null>
+          reading.catch(() => {})
+          // A read blocked when Redis went away may never settle: close() does not wait for it.
+          const read = await Promise.race([reading, this.whenStopped])
+          for (const entry of read?.[0]?.[1] ?? []) this.track(this.process(entry, 1))
+        } else {
+          await Promise.race(this.active)
+        }
+        if (Date.now() - lastClaim >= pollMs) {
+          lastClaim = Date.now()
+          await this.claimStalled()
+        }
+      } catch (err) {
+        if (!this.running) return
+        // An outage is logged once by the shared connection (plugins/redis.ts); anything else is worth a line.
+        if (this.redis.status === 'ready') this.log.warn({ reason: (err as Error).message }, 'notification relay: a Redis command failed; trying again')
+        await sleep(this.options.pollMs ?? 1000, undefined, { signal: this.stopped.signal }).catch(() => {})
+      }
+    }
+  }
+
+  private track (work: Promise<void>): void {
+    this.active.add(work)
+    void work.finally(() => this.active.delete(work))
+  }
+
+  private backoffMs (attempts: number): number {
+    return Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.max(0, attempts - 1))
+  }
+
+  /** Entries whose last attempt failed (or whose replica died) and whose backoff has passed: claimed, then retried. */
+  private async claimStalled (): Promise<void> {
+    const lease = this.options.deliveryTimeoutMs + 1000
+    const pending = await this.redis.xpending(QUEUE, GROUP, 'IDLE', Math.min(lease, this.options.retryBaseMs), '-', '+', 64) as Array<[string, string, number, number]>
+    for (const [id, , idle, deliveries] of pending) {
+      if (this.active.size >= CONCURRENCY) return
+      const wait = Math.max(lease, this.backoffMs(deliveries))
+      if (idle < wait) continue
+      // Only one replica's XCLAIM succeeds: the entry's idle time restarts for everyone else.
+      const claimed = await this.redis.xclaim(QUEUE, GROUP, this.consumer, wait, id) as StreamEntry[]
+      for (const entry of claimed) this.track(this.process(entry, deliveries + 1))
+    }
+  }
+
+  private async process ([entryId, fields]: StreamEntry, attempt: number): Promise<void> {
+    const key = field(fields, 'key') ?? ''
+    const name = field(fields, 'subscriber') ?? ''
+    const settle = async (): Promise<void> => { await this.redis.multi().xack(QUEUE, GROUP, entryId).xdel(QUEUE, entryId).exec() }
+    try {
+      const [stored, delivery] = await this.redis.hmget(recordKey(key), 'event', `d:${name}`)
+      if (stored == null || delivery == null) return await settle() // expired: nothing left to deliver
+      const state = JSON.parse(delivery) as DeliveryState
+      if (state.state === 'delivered') return await settle()
+      const event = JSON.parse(stored) as RelayEvent
+      const subscriber = this.subscribers().find(s => s.name === name)
+      if (subscriber === undefined) {
+        // Another replica's configuration (a rolling change): left for a replica that knows it, until the horizon.
+        if (Date.now() - Date.parse(event.received_at) > this.options.retryHorizonMs) {
+          await this.redis.hset(recordKey(key), `d:${name}`, JSON.stringify({ ...state, state: 'failed', last_error: 'NOT_CONFIGURED' }))
+          await settle()
+        }
+        return
+      }
+      const outcome = await this.deliverer.send(subscriber, event, attempt)
+      let next = afterAttempt(state, outcome, attempt)
+      const expired = Date.now() - Date.parse(event.received_at) > this.options.retryHorizonMs
+      if (!outcome.ok && expired) {
+        next = { ...next, state: 'failed' }
+        this.options.onGiveUp?.(name)
+        this.log.error({ notification: key, subscriber: name, attempts: attempt },
+          'notification NOT delivered: the subscriber failed every attempt within NOTIFY_RETRY_HORIZON_S; redeliver it from the operator API once the subscriber is fixed')
+      }
+      await this.redis.hset(recordKey(key), `d:${name}`, JSON.stringify(next))
+      if (next.state !== 'pending') await settle()
+    } catch (err) {
+      // Left pending: claimed again after its backoff.
+      this.log.warn({ notification: key, subscriber: name, reason: (err as Error).message }, 'notification delivery interrupted; it will be retried')
+    }
+  }
+}

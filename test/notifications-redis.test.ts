@@ -1,0 +1,111 @@
+import t from 'tap'
+import type { Subscriber } from '../src/notifications/subscribers.js'
+import type { RunningSandbox } from '../src/sandbox/index.js'
+import { signatureHeaders, signingKey } from '../src/sandbox/protocol.js'
+import { auth, testGateway, testRedis, testSandbox } from './helpers.js'
+import { craft, merchantOf, send, subscriberServer, until, type Crafted } from './notify-helpers.js'
+
+/** A replica with Redis, its notification listener on a free port. */
+async function replica (t: Parameters<typeof testGateway>[0], sandbox: RunningSandbox, redisUrl: string, subscribers: Subscriber[],
+  notify: { deliveryTimeoutMs?: number, horizonMs?: number } = {}) {
+  const gateway = await testGateway(t, {
+    sandbox,
+    config: {
+      redisUrl,
+      notify: {
+        port: 0, host: '127.0.0.1', subscribers, deliveryTimeoutMs: notify.deliveryTimeoutMs ?? 1000,
+        retry: { baseMs: 50, maxMs: 200, horizonMs: notify.horizonMs ?? 60_000 }, retentionMs: 600_000
+      }
+    },
+    build: { notifyPollMs: 50 }
+  })
+  await gateway.app.ready() // starts the relay's worker, as listening does in server.ts
+  return { ...gateway, notifyUrl: await gateway.app.notifications.listen() as string }
+}
+
+const resign = async (sandbox: RunningSandbox, n: Crafted): Promise<Crafted> =>
+  ({ ...n, headers: { ...n.headers, ...await signatureHeaders(signingKey(merchantOf(sandbox, 'partner'), 'public-key', undefined), n.body) } })
+
+t.test('with Redis: stored and answered at once; delivered with retries once the subscriber is back; a duplicate is delivered once', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t)
+  let down = true
+  const sub = await subscriberServer(t, () => down ? 500 : 204)
+  const { app, notifyUrl } = await replica(t, sandbox, redis.url, [sub.subscriber('billing')])
+  const n = await craft(sandbox, 'partner')
+  t.same(await send(notifyUrl, 'partner', n), { status: 204, json: undefined }, 'safe in Redis: WeChat Pay is answered at once')
+  t.ok(await until(() => sub.attempts() >= 3), 'retried while the subscriber fails')
+  t.equal(sub.received.length, 0)
+  const pending = await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })
+  t.match(pending.json().deliveries, [{ subscriber: 'billing', state: 'pending', last_status: 500 }])
+  t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /wechatpay_gateway_notification_oldest_undelivered_seconds [0-9.]+/)
+
+  down = false
+  t.ok(await until(() => sub.received.length === 1), 'delivered once the subscriber is back')
+  const done = await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })
+  t.match(done.json().deliveries, [{ subscriber: 'billing', state: 'delivered', last_status: 204 }])
+  t.ok(Number(sub.received[0]?.headers['wechatpay-relay-attempt']) >= 4, 'the attempt number grows')
+  t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /wechatpay_gateway_notification_oldest_undelivered_seconds 0\n/)
+
+  t.same(await send(notifyUrl, 'partner', await resign(sandbox, n)), { status: 204, json: undefined }, 'WeChat Pay resends it')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.equal(sub.received.length, 1, 'a duplicate is not delivered again')
+  t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /result="duplicate"\} 1/)
+
+  const redelivered = await app.inject({ method: 'POST', url: `/notifications/partner/${n.id}/redeliver`, headers: auth() })
+  t.match(redelivered.json().deliveries, [{ state: 'pending' }], 'queued')
+  t.ok(await until(() => sub.received.length === 2), 'an operator\'s redelivery arrives')
+})
+
+t.test('with Redis, several replicas deliver each notification exactly once', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t)
+  const sub = await subscriberServer(t, () => 204)
+  const subscribers = [sub.subscriber('billing')]
+  const a = await replica(t, sandbox, redis.url, subscribers)
+  const b = await replica(t, sandbox, redis.url, subscribers)
+  const sent = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+    const n = await craft(sandbox, 'partner')
+    t.equal((await send(i % 2 === 0 ? a.notifyUrl : b.notifyUrl, 'partner', n)).status, 204)
+    return n.id
+  }))
+  t.ok(await until(() => sub.received.length >= 20))
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.same(sub.received.map(r => r.json.id).sort(), [...sent].sort(), 'each once, by one replica or the other')
+
+})
+
+t.test('with Redis, a replica cut off mid-delivery only delays it: another one delivers it after its lease', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t)
+  const hanging = await subscriberServer(t, n => n === 1 ? -1 : 204)
+  const c = await replica(t, sandbox, redis.url, [hanging.subscriber('hanging')], { deliveryTimeoutMs: 300 })
+  const d = await replica(t, sandbox, redis.url, [hanging.subscriber('hanging')], { deliveryTimeoutMs: 300 })
+  const n = await craft(sandbox, 'partner')
+  t.equal((await send(c.notifyUrl, 'partner', n)).status, 204)
+  t.ok(await until(() => hanging.attempts() === 1), 'one replica is delivering it')
+  c.app.redis?.disconnect()
+  t.ok(await until(() => hanging.received.some(r => r.json.id === n.id), 8000), 'delivered by the replica still alive')
+  t.equal(hanging.received.length, 1)
+  void d
+})
+
+t.test('with Redis: down at receive is a 500 (WeChat Pay resends); a delivery failing past the horizon is given up, loudly', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t)
+  const sub = await subscriberServer(t, () => 500)
+  const { app, notifyUrl, logs } = await replica(t, sandbox, redis.url, [sub.subscriber('billing')], { horizonMs: 300 })
+  const n = await craft(sandbox, 'partner')
+  t.equal((await send(notifyUrl, 'partner', n)).status, 204)
+  t.ok(await until(async () => (await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })).json().deliveries[0].state === 'failed'), 'given up')
+  t.match(logs.find('notification NOT delivered: the subscriber failed every attempt within NOTIFY_RETRY_HORIZON_S; redeliver it from the operator API once the subscriber is fixed'),
+    [{ level: 'error', notification: `partner/${n.id}`, subscriber: 'billing' }])
+  t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /wechatpay_gateway_notification_deliveries_total\{subscriber="billing",outcome="gave_up"\} 1/)
+
+  await redis.stop()
+  const lost = await send(notifyUrl, 'partner', await craft(sandbox, 'partner'))
+  t.same(lost, { status: 500, json: { code: 'FAIL', message: '失败' } }, 'not stored: WeChat Pay keeps it')
+  t.match(logs.find('notification could not be stored (Redis): answered 500 so that WeChat Pay sends it again'), [{ level: 'error' }])
+  await redis.start()
+  t.ok(await until(async () => (await send(notifyUrl, 'partner', await craft(sandbox, 'partner'))).status === 204, 5000), 'stored again once Redis is back')
+})
