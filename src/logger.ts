@@ -7,7 +7,8 @@ import { pino, type DestinationStream, type Logger } from 'pino'
  */
 export const REDACT_PATHS = [
   'authorization', 'headers.authorization', 'req.headers.authorization', 'request.headers.authorization',
-  'token', 'apiv3Key', 'privateKey', 'wechat.apiv3Key', 'wechat.privateKey', 'config.wechat.apiv3Key'
+  'token', 'apiv3Key', 'privateKey', 'wechat.apiv3Key', 'wechat.privateKey', 'config.wechat.apiv3Key',
+  'secret', 'subscriber.secret'
 ]
 
 export function createLogger (level: string, stream?: DestinationStream): Logger {
