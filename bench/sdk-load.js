@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { Wechatpay } from 'wechatpay-axios-plugin'
 
 const opts = JSON.parse(process.argv[2] ?? '{}')
-const { dir, baseUrl, concurrency, warmupMs, durationMs, outOrderNo, body } = opts
+const { dir, baseUrl, concurrency, warmupMs, durationMs, contractId } = opts
 const sandbox = JSON.parse(readFileSync(join(dir, 'sandbox.json'), 'utf8'))
 
 function client (publicKey) {
@@ -22,7 +22,8 @@ function client (publicKey) {
 }
 
 const wxpay = client(readFileSync(join(dir, sandbox.wechatpay_public_key_file)))
-const call = c => c.v3.payscore.partner.serviceorder._out_order_no_.pay.post(body, { out_order_no: outOrderNo })
+// The same call as the gateway's benchmark: the direct merchant's retry-deduction notice.
+const call = c => c.v3.papay.contracts._contract_id_['fail-notify'].post({ mchid: sandbox.mchid, appid: sandbox.appid }, { contract_id: contractId })
 
 function describe (err) {
   const status = err?.response?.status

@@ -1,6 +1,7 @@
-// One worker of the signing ceiling: RSA-2048 / SHA-256 signatures of a ~170-byte message in a tight loop.
-// Started by run.js with workerData { pem, ms }; posts { signatures, ms } back.
-import { createPrivateKey, sign } from 'node:crypto'
+// One worker of the signing ceiling: RSA-2048 / SHA-256 signatures of a ~170-byte message in a tight loop, then
+// verifications of a signature (what the gateway does to each answer) for a third of that time.
+// Started by run.js with workerData { pem, ms }; posts { signatures, ms, verifications, verifyMs } back.
+import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto'
 import { parentPort, workerData } from 'node:worker_threads'
 
 const key = createPrivateKey(workerData.pem)
@@ -17,4 +18,16 @@ while (now - start < workerData.ms) {
   signatures += 20
   now = performance.now()
 }
-parentPort.postMessage({ signatures, ms: now - start, messageBytes: message.length })
+const signMs = now - start
+
+const publicKey = createPublicKey(key)
+const signature = sign('sha256', message, key)
+let verifications = 0
+const verifyStart = performance.now()
+now = verifyStart
+while (now - verifyStart < workerData.ms / 3) {
+  for (let i = 0; i < 50; i++) verify('sha256', message, publicKey, signature)
+  verifications += 50
+  now = performance.now()
+}
+parentPort.postMessage({ signatures, ms: signMs, verifications, verifyMs: now - verifyStart, messageBytes: message.length })
