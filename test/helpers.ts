@@ -76,7 +76,7 @@ let sandboxDir: Promise<string> | undefined
 /** Noon in Beijing: inside the notices' 07:00-22:00 window, whatever the time of day the tests run. */
 export const BEIJING_NOON = new Date('2026-12-02T04:00:00Z')
 
-export async function testSandbox (t: Test, opts: { keyMode?: KeyMode, slowMs?: number, merchants?: MerchantSpec[], clock?: () => Date, noticeWindow?: boolean } = {}): Promise<RunningSandbox> {
+export async function testSandbox (t: Test, opts: { keyMode?: KeyMode, slowMs?: number, merchants?: MerchantSpec[], clock?: () => Date, noticeWindow?: boolean, presign?: Record<string, number> } = {}): Promise<RunningSandbox> {
   sandboxDir ??= mkdtemp(join(tmpdir(), 'wechatpay-sandbox-'))
   const dir = await sandboxDir
   const profilesFile = `merchants.${opts.keyMode ?? 'public-key'}.${(opts.merchants ?? []).map(m => m.name).join('-')}.json`
@@ -105,7 +105,7 @@ export function testConfig (merchants: MerchantConfig[], overrides: Partial<AppC
     merchants,
     upstream: { baseUrl: 'http://127.0.0.1:1', timeoutMs: 2000 },
     auth: { enabled: true, tokens: [{ name: 'billing', token: TOKENS.billing }, { name: 'orders', token: TOKENS.orders, operations: ['payscorePartnerCollect'] }] },
-    sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_PORT: 8080, SANDBOX_HOST: '127.0.0.1', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000, SANDBOX_BENCH: '0', SANDBOX_NOTICE_WINDOW: 'on' },
+    sandbox: { SANDBOX_DIR: '.sandbox', SANDBOX_PORT: 8080, SANDBOX_HOST: '127.0.0.1', SANDBOX_KEY_MODE: 'public-key', SANDBOX_SLOW_MS: 15_000, SANDBOX_BENCH: '0', SANDBOX_BENCH_PRESIGN: undefined, SANDBOX_NOTICE_WINDOW: 'on' },
     shutdownDrainDelayMs: 0,
     shutdownGraceMs: 20_000,
     idempotencyTtlMs: 60_000,

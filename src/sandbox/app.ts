@@ -6,6 +6,7 @@ import { carryOut, type Outcome } from './business.js'
 import { carriesOut, FaultQueue } from './faults.js'
 import type { SandboxMerchant, SandboxMerchants } from './merchants.js'
 import { authenticate, beijingTime, encryptResource, fail, paramError, parseQuery, protocolError, signatureHeaders, signingKey, type Spoil, type WechatError } from './protocol.js'
+import type { PresignedAnswers } from './presigned.js'
 import { SandboxState } from './state.js'
 import { controlRoutes } from './control.js'
 import { Notifier, type NotificationEvent, type NotifyOptions } from './notifier.js'
@@ -27,9 +28,10 @@ export interface SandboxOptions {
   keyMode?: KeyMode
   /** How long the SLOW fault waits. */
   slowMs?: number
-  /** Benchmarks: reuse each answer's signature for the rest of its second, and every operation succeeds (no state),
-   *  so that the simulator is never the bottleneck. */
+  /** Benchmarks: every operation succeeds (no state: the same order can be paid again), and no notification is sent. */
   bench?: boolean
+  /** Benchmarks: empty answers signed ahead of time, per merchant name (presigned.ts). */
+  presigned?: PresignedAnswers
   /** Enforce the notices' 07:00-22:00 Beijing-time window (default on). */
   noticeWindow?: boolean
   /** The clock of the state: paid times and the notice window (tests pin it). */
@@ -77,7 +79,6 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => { done(null, body) })
 
-  const signatureCache = bench ? new Map<string, { timestamp: string, nonce: string, signature: string }>() : undefined
 
   /**
    * Sends an answer as WeChat Pay does: signed with `merchant`'s key when the request was authenticated (WeChat Pay
@@ -87,9 +88,11 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
     merchant: SandboxMerchant | undefined, spoil?: Spoil): Promise<FastifyReply> {
     const entry = requests.at(-1)
     if (entry !== undefined && entry.status === undefined) entry.status = status
-    const signed = merchant === undefined
-      ? {}
-      : await signatureHeaders(signingKey(merchant, state.keyMode, request.headers['wechatpay-serial'] as string | undefined), body, spoil, signatureCache)
+    const signer = merchant === undefined ? undefined : signingKey(merchant, state.keyMode, request.headers['wechatpay-serial'] as string | undefined)
+    const presigned = signer !== undefined && merchant !== undefined && body === '' && spoil === undefined
+      ? options.presigned?.take(merchant.ids.name, signer.serial)
+      : undefined
+    const signed = signer === undefined ? {} : presigned ?? await signatureHeaders(signer, body, spoil)
     void reply.code(status).headers({ 'request-id': randomUUID().replaceAll('-', ''), ...signed })
     if (body === '') return reply.send()
     return reply.type(body.startsWith('<') ? 'text/html' : 'application/json').send(body)

@@ -2,6 +2,8 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { buildSandbox, type KeyMode } from './app.js'
 import { DEFAULT_MERCHANTS, ensureMerchants, type SandboxMerchants } from './merchants.js'
 import type { NotifyOptions } from './notifier.js'
+import { PresignedAnswers } from './presigned.js'
+import { signingKey } from './protocol.js'
 import type { MerchantSpec } from './settings.js'
 
 export interface StartOptions {
@@ -24,6 +26,8 @@ export interface StartOptions {
   profilesFile?: string
   /** Notifications of business events (also settable later: `app.sandbox.notifier.url`). */
   notify?: NotifyOptions
+  /** Benchmarks: how many empty answers to sign ahead of time, per merchant name (presigned.ts). */
+  presign?: Record<string, number>
 }
 
 export interface RunningSandbox {
@@ -43,6 +47,11 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
   const specs = given.map(spec => spec === direct ? { ...spec, ...overrides } : spec)
   const merchants = await ensureMerchants(options.dir, specs)
   const keyMode = options.keyMode ?? 'public-key'
+  const presigned = options.presign === undefined ? undefined : new PresignedAnswers()
+  for (const [name, count] of Object.entries(options.presign ?? {})) {
+    const merchant = merchants.all.find(m => m.ids.name === name)
+    if (merchant !== undefined) await presigned?.fill(name, signingKey(merchant, keyMode, merchant.ids.wechatpay_public_key_id), count)
+  }
   const app = buildSandbox({
     merchants,
     logger: options.logger,
@@ -51,7 +60,8 @@ export async function startSandbox (options: StartOptions): Promise<RunningSandb
     ...(options.bench !== undefined && { bench: options.bench }),
     ...(options.noticeWindow !== undefined && { noticeWindow: options.noticeWindow }),
     ...(options.clock !== undefined && { clock: options.clock }),
-    ...(options.notify !== undefined && { notify: options.notify })
+    ...(options.notify !== undefined && { notify: options.notify }),
+    ...(presigned !== undefined && { presigned })
   })
   // Written before listening: whoever waits for the simulator to answer finds the merchants file complete.
   const merchantsFile = merchants.writeProfiles(keyMode, options.profilesFile)

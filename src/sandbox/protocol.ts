@@ -136,30 +136,24 @@ async function strangerKey (): Promise<KeyObject> {
   return stranger
 }
 
-/** The `Wechatpay-*` headers of an answer with this body, signed with `signer` (and spoiled if asked). */
-export async function signatureHeaders (signer: { key: KeyObject, serial: string }, body: string, spoil?: Spoil,
-  cache?: Map<string, { timestamp: string, nonce: string, signature: string }>): Promise<Record<string, string>> {
+/**
+ * The `Wechatpay-*` headers of an answer with this body, signed with `signer` (and spoiled if asked). Every answer
+ * has its own nonce and signature, as WeChat Pay's do (a gateway refuses a nonce it has seen); signed on libuv's
+ * threads, so that the simulator keeps up with a gateway under load.
+ */
+export async function signatureHeaders (signer: { key: KeyObject, serial: string }, body: string, spoil?: Spoil): Promise<Record<string, string>> {
   if (spoil === 'unsigned') return {}
   let { key, serial } = signer
   const now = Math.floor(Date.now() / 1000)
-  let timestamp = String(spoil === 'stale' ? now - 600 : now)
-  let nonce = randomBytes(16).toString('hex')
+  const timestamp = String(spoil === 'stale' ? now - 600 : now)
+  const nonce = randomBytes(16).toString('hex')
   if (spoil === 'unknown-serial') {
     key = await strangerKey()
     serial = 'PUB_KEY_ID_0000000000000000000000000000UNKNOWN'
   }
-  const cacheKey = `${timestamp}|${serial}|${body}`
-  const cached = spoil === undefined ? cache?.get(cacheKey) : undefined
-  let signature: string
-  if (cached !== undefined) {
-    ({ timestamp, nonce, signature } = cached)
-  } else {
-    signature = sign('sha256', responseMessage(timestamp, nonce, Buffer.from(body)), key).toString('base64')
-    if (cache !== undefined && spoil === undefined) {
-      if (cache.size > 1000) cache.clear()
-      cache.set(cacheKey, { timestamp, nonce, signature })
-    }
-  }
+  let signature = await new Promise<string>((resolve, reject) => {
+    sign('sha256', responseMessage(timestamp, nonce, Buffer.from(body)), key, (err, sig) => { if (err !== null) reject(err); else resolve(sig.toString('base64')) })
+  })
   if (spoil === 'bad') signature = Buffer.from(signature, 'base64').reverse().toString('base64')
   if (spoil === 'probe') signature = SIGNTEST_PREFIX + signature.slice(SIGNTEST_PREFIX.length)
   return {

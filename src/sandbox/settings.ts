@@ -37,6 +37,9 @@ export const sandboxSettings = z.object({
   SANDBOX_KEY_MODE: z.enum(['public-key', 'certificate', 'migration']).default('public-key'),
   SANDBOX_SLOW_MS: z.coerce.number().int().min(0).default(15_000),
   SANDBOX_BENCH: z.enum(['0', '1']).default('0'),
+  // Benchmarks: `direct:40000` signs 40000 empty answers of the merchant `direct` ahead of time (presigned.ts).
+  SANDBOX_BENCH_PRESIGN: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}:\d{1,7}$/, 'must be <merchant name>:<count>').optional()
+    .transform(v => v === undefined ? undefined : { [v.split(':')[0] as string]: Number(v.split(':')[1]) }),
   SANDBOX_NOTICE_WINDOW: z.enum(['on', 'off']).default('on'),
   SANDBOX_NOTIFY_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL; {merchant} stands for the merchant\'s name' }).optional(),
   // Optional rather than defaulted (to 1, by the notifier), so that settings objects written before it stay valid.
@@ -61,6 +64,7 @@ export function sandboxOptions (s: SandboxSettings): Omit<StartOptions, 'host' |
     keyMode: s.SANDBOX_KEY_MODE,
     slowMs: s.SANDBOX_SLOW_MS,
     bench: s.SANDBOX_BENCH === '1',
+    ...(s.SANDBOX_BENCH_PRESIGN !== undefined && { presign: s.SANDBOX_BENCH_PRESIGN }),
     noticeWindow: s.SANDBOX_NOTICE_WINDOW === 'on',
     ...(s.SANDBOX_MERCHANTS !== undefined && { merchants: s.SANDBOX_MERCHANTS }),
     notify: {

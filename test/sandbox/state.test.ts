@@ -139,3 +139,26 @@ t.test('the notice window is enforced by default, and the SANDBOX_NOTICE_WINDOW 
   const off = await testSandbox(t, { clock: () => beijing('23:30'), noticeWindow: false })
   t.equal((await send(off, 'partner', 'POST', '/v3/partner-papay/contracts/1/notify', body)).status, 204)
 })
+
+t.test('benchmarks: presigned empty answers, each with its own nonce, then signed as they go', async t => {
+  const sandbox = await testSandbox(t, { presign: { direct: 3 } })
+  const { verifyResponse } = await import('../../src/wechat/verifier.js')
+  const { KeyRing } = await import('../../src/wechat/keys.js')
+  const { createPublicKey } = await import('node:crypto')
+  const m = merchant(sandbox, 'direct')
+  const keys = new KeyRing(m.ids.merchant_serial)
+  keys.setPublicKey(m.ids.wechatpay_public_key_id, createPublicKey(readFileSync(sandbox.merchants.path(m, m.files.publicKey))))
+  const nonces = new Set<string>()
+  for (let i = 0; i < 5; i++) {
+    const privateKey = createPrivateKey(readFileSync(sandbox.merchants.path(m, m.files.merchantKey)))
+    const path = '/v3/papay/contracts/1/fail-notify'
+    const body = '{"mchid":"1230000109","appid":"wx1"}'
+    const signed = await signRequest({ mchid: m.ids.mchid, serial: m.ids.merchant_serial, privateKey }, 'POST', path, body)
+    const res = await request(sandbox.url + path, { method: 'POST', headers: { accept: 'application/json', 'content-type': 'application/json', 'user-agent': 't', authorization: signed.authorization }, body })
+    t.equal(res.statusCode, 204)
+    t.match(await verifyResponse(keys, res.headers, Buffer.alloc(0)), { ok: true }, `answer ${i + 1} verifies`)
+    nonces.add(res.headers['wechatpay-nonce'] as string)
+    await res.body.dump()
+  }
+  t.equal(nonces.size, 5, 'no nonce twice')
+})
