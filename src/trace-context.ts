@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import { randomHex } from './random.js'
 
 /**
  * W3C trace context (https://www.w3.org/TR/trace-context/): a caller's `traceparent` is continued, otherwise a
@@ -25,12 +25,12 @@ export function traceOf (req: IncomingMessage): TraceContext {
   if (match !== null && !ZEROS.test(match[1] as string) && !ZEROS.test(match[2] as string)) {
     return { traceId: match[1] as string, parentId: match[2] as string, flags: match[3] as string }
   }
-  const trace = { traceId: randomBytes(16).toString('hex'), flags: '01' }
-  req.headers.traceparent = `00-${trace.traceId}-${randomBytes(8).toString('hex')}-${trace.flags}`
+  const trace = { traceId: randomHex(16), flags: '01' }
+  req.headers.traceparent = `00-${trace.traceId}-${randomHex(8)}-${trace.flags}`
   return trace
 }
 
 /** The `traceparent` of the gateway's own span, for the answer. */
-export function traceparent (trace: TraceContext, spanId: string = randomBytes(8).toString('hex')): string {
+export function traceparent (trace: TraceContext, spanId: string = randomHex(8)): string {
   return `00-${trace.traceId}-${spanId}-${trace.flags}`
 }

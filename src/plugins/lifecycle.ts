@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
@@ -33,6 +34,8 @@ declare module 'fastify' {
 async function lifecycle (app: FastifyInstance): Promise<void> {
   let state: ReturnType<Lifecycle['state']> = 'serving'
   const calls = new AbortController()
+  // Every waiting Idempotency-Key duplicate listens to it: many at once is normal, not a leak.
+  setMaxListeners(0, calls.signal)
   app.decorate('lifecycle', {
     state: () => state,
     drain: () => { if (state === 'serving') state = 'draining' },

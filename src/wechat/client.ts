@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
 import { GatewayError, gatewayError, upstreamError, type Outcome } from '../errors.js'
@@ -135,17 +136,25 @@ async function readBody (body: Dispatcher.ResponseData['body']): Promise<Buffer>
   return chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks)
 }
 
-/** One attempt's signal: aborted after `ms`, or with the whole call's `outer` signal (shutdown). */
-function attemptLimit (ms: number, outer?: AbortSignal): { signal: AbortSignal, timedOut: () => boolean, done: () => void } {
-  const controller = new AbortController()
-  let timedOut = false
-  const timer = setTimeout(() => { timedOut = true; controller.abort() }, ms)
-  const stop = (): void => { controller.abort(outer?.reason) }
-  outer?.addEventListener('abort', stop, { once: true })
-  return {
-    signal: controller.signal,
-    timedOut: () => timedOut,
-    done: () => { clearTimeout(timer); outer?.removeEventListener('abort', stop) }
+/**
+ * One attempt's abort, for undici: fired by its own timeout, or with every attempt in flight when the calls'
+ * signal fires (shutdown). An EventEmitter, which undici takes as a signal: an AbortController per attempt, and a
+ * listener per attempt on the shared shutdown signal, cost more of the main thread than anything else a call does
+ * beside the cryptography (BENCHMARKS.md).
+ */
+class AttemptLimit extends EventEmitter {
+  timedOut = false
+  private readonly timer: NodeJS.Timeout
+
+  constructor (ms: number, private readonly inFlight: Set<AttemptLimit>) {
+    super()
+    this.timer = setTimeout(() => { this.timedOut = true; this.emit('abort') }, ms)
+    inFlight.add(this)
+  }
+
+  done (): void {
+    clearTimeout(this.timer)
+    this.inFlight.delete(this)
   }
 }
 
@@ -160,6 +169,9 @@ function attemptFailure (err: unknown, timedOut: boolean): AttemptOutcome {
 export class WechatPayClient {
   private readonly pools = new Map<string, Dispatcher>()
   private readonly headers = new WeakMap<MerchantProfile, Record<string, string>>()
+  /** The attempts in flight under each calls' signal, all aborted by one listener when it fires. */
+  private readonly inFlight = new WeakMap<AbortSignal, Set<AttemptLimit>>()
+  private readonly unsignalled = new Set<AttemptLimit>()
   private readonly retry: RetryPolicy
   private readonly nonces: NonceStore
 
@@ -228,7 +240,7 @@ export class WechatPayClient {
         if (aborted()) throw upstreamError.unavailable('the gateway is shutting down', 'not_executed')
         if (host > 0) trace.failover = true
         const upstream = upstreams[host] as { origin: string, dispatcher: Dispatcher }
-        const limit = attemptLimit(Math.max(1, Math.min(this.options.timeoutMs, deadline - performance.now())), signal)
+        const limit = new AttemptLimit(Math.max(1, Math.min(this.options.timeoutMs, deadline - performance.now())), this.attemptsUnder(signal))
         try {
           const response = await upstream.dispatcher.request({
             origin: upstream.origin,
@@ -236,7 +248,7 @@ export class WechatPayClient {
             path: target,
             headers,
             ...(payload !== '' && { body: payload }),
-            signal: limit.signal
+            signal: limit
           })
           trace.sent = true
           const answer = await this.readAnswer(response)
@@ -255,7 +267,7 @@ export class WechatPayClient {
             trace.sent = true // perhaps: it was on its way
             throw upstreamError.unavailable('the gateway is shutting down', 'unknown')
           }
-          const outcome = attemptFailure(err, limit.timedOut())
+          const outcome = attemptFailure(err, limit.timedOut)
           if (outcome.kind !== 'not_sent') trace.sent = true
           last = { error: err, outcome }
         } finally {
@@ -298,6 +310,19 @@ export class WechatPayClient {
 
   async close (): Promise<void> {
     if (this.options.dispatcher === undefined) await Promise.all([...this.pools.values()].map(pool => pool.close()))
+  }
+
+  /** The set of attempts aborted together when `signal` fires; its one listener is added on first use. */
+  private attemptsUnder (signal: AbortSignal | undefined): Set<AttemptLimit> {
+    if (signal === undefined) return this.unsignalled
+    let attempts = this.inFlight.get(signal)
+    if (attempts === undefined) {
+      const set = new Set<AttemptLimit>()
+      signal.addEventListener('abort', () => { for (const attempt of set) attempt.emit('abort') }, { once: true })
+      this.inFlight.set(signal, set)
+      attempts = set
+    }
+    return attempts
   }
 
   /** Every call sends the same fixed headers, computed once per profile. */
