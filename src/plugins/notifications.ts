@@ -7,6 +7,7 @@ import { MemoryRelay } from '../notifications/memory-relay.js'
 import { RedisRelay } from '../notifications/redis-relay.js'
 import { Deliverer, type Relay } from '../notifications/relay.js'
 import type { Subscriber } from '../notifications/subscribers.js'
+import type { NotifyConfig } from '../config.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -18,14 +19,8 @@ declare module 'fastify' {
   }
 }
 
-export interface NotifyOptions {
-  /** undefined: no notification listener. */
-  port?: number
-  host: string
-  subscribers: Subscriber[]
-  deliveryTimeoutMs: number
-  retry: { baseMs: number, maxMs: number, horizonMs: number }
-  retentionMs: number
+/** The notification settings (config.ts; no port: no listener), and what the plugin needs besides. */
+export interface NotifyOptions extends NotifyConfig {
   http: { requestTimeoutMs: number, keepAliveTimeoutMs: number }
   /** Tests: how often the Redis relay looks for deliveries to retry. */
   pollMs?: number
