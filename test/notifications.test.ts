@@ -139,7 +139,7 @@ t.test('the notification listener serves notifications and a health check only',
 t.test('operators list, read and redeliver notifications on the internal listener, with a token allowed to', async t => {
   const sub = await subscriberServer(t)
   const { app, sandbox, notifyUrl } = await notifyGateway(t, [sub.subscriber('billing')], {
-    auth: { enabled: true, tokens: [{ name: 'ops', token: TOKENS.billing, operations: ['notifications'] }, { name: 'orders', token: TOKENS.orders, operations: ['payscorePartnerCollect'] }] }
+    auth: { enabled: true, tokens: [{ name: 'ops', token: TOKENS.billing, operations: ['notifications'] }, { name: 'orders', token: TOKENS.orders, operations: ['payscorePartnerCollect'] }, { name: 'direct-ops', token: 'direct-ops-token-0123456789', operations: ['notifications'], merchants: ['direct'] }] }
   })
   const n = await craft(sandbox, 'partner')
   await send(notifyUrl, 'partner', n)
@@ -153,6 +153,9 @@ t.test('operators list, read and redeliver notifications on the internal listene
   t.equal(sub.received.length, 2, 'delivered again on request')
   t.match((await app.inject({ method: 'GET', url: '/notifications/partner/nope', headers: auth() })).json(), { code: 'NOTIFICATION_NOT_FOUND' })
   t.match((await app.inject({ method: 'POST', url: `/notifications/partner/${n.id}/redeliver?subscriber=other`, headers: auth() })).json(), { code: 'VALIDATION_ERROR', detail: { field: '/subscriber' } })
+  const directOnly = { authorization: 'Bearer direct-ops-token-0123456789' }
+  t.same((await app.inject({ method: 'GET', url: '/notifications', headers: directOnly })).json(), { notifications: [] }, 'a caller limited to another profile sees none of these')
+  t.equal((await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: directOnly })).statusCode, 404)
   t.equal((await app.inject({ method: 'GET', url: '/notifications' })).statusCode, 401)
   t.equal((await app.inject({ method: 'GET', url: '/notifications', headers: auth(TOKENS.orders) })).statusCode, 403)
 })

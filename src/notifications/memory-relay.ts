@@ -15,7 +15,7 @@ export class MemoryRelay implements Relay {
   /** Deliveries under way, so that a duplicate arriving meanwhile waits for them instead of delivering again. */
   private readonly inFlight = new Map<string, Promise<boolean>>()
 
-  constructor (private readonly deliverer: Deliverer, private readonly subscribers: () => Subscriber[]) {}
+  constructor (private readonly deliverer: Deliverer, private readonly subscribers: ReadonlyMap<string, Subscriber>) {}
 
   async receive (event: RelayEvent, subscribers: Subscriber[]): Promise<ReceiveResult> {
     const key = keyOf(event)
@@ -28,8 +28,9 @@ export class MemoryRelay implements Relay {
     return delivered ? 'delivered' : 'failed'
   }
 
-  async list (limit: number): Promise<NotificationRecord[]> {
-    return [...this.records.values()].slice(-limit).reverse()
+  async list (limit: number, merchants?: readonly string[]): Promise<NotificationRecord[]> {
+    const records = [...this.records.values()].filter(r => merchants === undefined || merchants.includes(r.event.merchant))
+    return records.slice(-limit).reverse()
   }
 
   async get (key: string): Promise<NotificationRecord | undefined> {
@@ -39,6 +40,7 @@ export class MemoryRelay implements Relay {
   async redeliver (key: string, subscriber?: string): Promise<NotificationRecord | undefined> {
     const record = this.records.get(key)
     if (record === undefined) return undefined
+    await this.inFlight.get(key) // one delivery of a notification at a time
     for (const d of record.deliveries) if (subscriber === undefined || d.subscriber === subscriber) d.state = 'pending'
     await this.deliver(record)
     return record
@@ -49,6 +51,8 @@ export class MemoryRelay implements Relay {
     return oldest === undefined ? 0 : Math.max(0, (Date.now() - Date.parse(oldest.event.received_at)) / 1000)
   }
 
+  start (): void {} // deliveries are made as notifications arrive
+
   async close (): Promise<void> {
     await Promise.allSettled(this.inFlight.values())
   }
@@ -56,9 +60,8 @@ export class MemoryRelay implements Relay {
   /** Delivers to each subscriber still pending, in parallel; true when none is left. */
   private async deliver (record: NotificationRecord): Promise<boolean> {
     const run = (async () => {
-      const bySubscriber = new Map(this.subscribers().map(s => [s.name, s]))
       await Promise.all(record.deliveries.map(async (state, i) => {
-        const subscriber = bySubscriber.get(state.subscriber)
+        const subscriber = this.subscribers.get(state.subscriber)
         if (state.state === 'delivered' || subscriber === undefined) return
         const outcome = await this.deliverer.send(subscriber, record.event, state.attempts + 1)
         record.deliveries[i] = afterAttempt(state, outcome, state.attempts + 1)

@@ -36,12 +36,13 @@ const RECENT = `${PREFIX}:recent`
 const GROUP = 'relay'
 const RECENT_MAX = 10_000
 const CONCURRENCY = 16
+const PENDING_PAGE = 100
 const recordKey = (key: string): string => `${PREFIX}:n:${key}`
 
 /** Stores a notification and queues one delivery per subscriber, unless it is already stored (a duplicate). */
 const STORE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'event', ARGV[1], 'received_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'event', ARGV[1])
 for i = 5, #ARGV do
   redis.call('HSET', KEYS[1], 'd:' .. ARGV[i], cjson.encode({subscriber = ARGV[i], state = 'pending', attempts = 0}))
   redis.call('XADD', KEYS[2], '*', 'key', ARGV[4], 'subscriber', ARGV[i])
@@ -49,6 +50,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -${RECENT_MAX + 1})
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3] - ARGV[2])
 return 1`
 
 type StreamEntry = [id: string, fields: string[]]
@@ -67,10 +69,9 @@ export class RedisRelay implements Relay {
   private readonly active = new Set<Promise<void>>()
   /** Ends the pauses between attempts to reach Redis, and a blocked read, at once on close(). */
   private readonly stopped = new AbortController()
-  private readonly whenStopped = new Promise<null>(resolve => { this.stopped.signal.addEventListener('abort', () => { resolve(null) }, { once: true }) })
 
   constructor (private readonly redis: Redis, private readonly deliverer: Deliverer,
-    private readonly subscribers: () => Subscriber[], private readonly options: RedisRelayOptions,
+    private readonly subscribers: ReadonlyMap<string, Subscriber>, private readonly options: RedisRelayOptions,
     private readonly log: FastifyBaseLogger) {
   }
 
@@ -81,10 +82,16 @@ export class RedisRelay implements Relay {
     return stored === 1 ? 'stored' : 'duplicate'
   }
 
-  async list (limit: number): Promise<NotificationRecord[]> {
-    const keys = await this.redis.zrevrange(RECENT, 0, limit - 1)
-    const records = await Promise.all(keys.map(async key => await this.get(key)))
-    return records.filter((r): r is NotificationRecord => r !== undefined)
+  async list (limit: number, merchants?: readonly string[]): Promise<NotificationRecord[]> {
+    const records: NotificationRecord[] = []
+    // Keys are `<merchant>/<id>`: a caller's merchants are filtered before the limit, page by page.
+    for (let start = 0; records.length < limit; start += limit) {
+      const keys = await this.redis.zrevrange(RECENT, start, start + limit - 1)
+      const wanted = keys.filter(key => merchants === undefined || merchants.includes(key.slice(0, key.indexOf('/'))))
+      for (const record of await Promise.all(wanted.map(async key => await this.get(key)))) if (record !== undefined && records.length < limit) records.push(record)
+      if (keys.length < limit) break
+    }
+    return records
   }
 
   async get (key: string): Promise<NotificationRecord | undefined> {
@@ -98,7 +105,8 @@ export class RedisRelay implements Relay {
     const record = await this.get(key)
     if (record === undefined) return undefined
     for (const d of record.deliveries) {
-      if (subscriber !== undefined && d.subscriber !== subscriber) continue
+      // A delivery still pending is already queued: a second entry would let two replicas send it at once.
+      if ((subscriber !== undefined && d.subscriber !== subscriber) || d.state === 'pending') continue
       await this.redis.hset(recordKey(key), `d:${d.subscriber}`, JSON.stringify({ ...d, state: 'pending' }))
       await this.redis.xadd(QUEUE, '*', 'key', key, 'subscriber', d.subscriber)
     }
@@ -113,6 +121,7 @@ export class RedisRelay implements Relay {
 
   /** Starts delivering (reads new entries, claims stalled ones), in the background: Redis may not be up yet. */
   start (): void {
+    if (this.subscribers.size === 0) return // nothing is ever queued: no worker polls Redis
     // Fails fast like the shared connection; its outages are logged once, by the shared connection.
     const reader = this.redis.duplicate()
     reader.on('error', () => {})
@@ -148,9 +157,7 @@ export class RedisRelay implements Relay {
         if (this.active.size < CONCURRENCY) {
           const reading = reader.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', CONCURRENCY - this.active.size,
             'BLOCK', pollMs, 'STREAMS', QUEUE, '>') as Promise<Array<[string, StreamEntry[]]> | null>
-          reading.catch(() => {})
-          // A read blocked when Redis went away may never settle: close() does not wait for it.
-          const read = await Promise.race([reading, this.whenStopped])
+          const read = await this.untilStopped(reading)
           for (const entry of read?.[0]?.[1] ?? []) this.track(this.process(entry, 1))
         } else {
           await Promise.race(this.active)
@@ -161,11 +168,22 @@ export class RedisRelay implements Relay {
         }
       } catch (err) {
         if (!this.running) return
+        // The stream was lost (a Redis without its append-only file restarted, a failover): make the group again.
+        if ((err as Error).message.includes('NOGROUP')) group = false
         // An outage is logged once by the shared connection (plugins/redis.ts); anything else is worth a line.
         if (this.redis.status === 'ready') this.log.warn({ reason: (err as Error).message }, 'notification relay: a Redis command failed; trying again')
         await sleep(this.options.pollMs ?? 1000, undefined, { signal: this.stopped.signal }).catch(() => {})
       }
     }
+  }
+
+  /** `work`'s result, or null at once on close(): a read blocked when Redis went away may never settle. */
+  private untilStopped<T> (work: Promise<T>): Promise<T | null> {
+    const { signal } = this.stopped
+    let onStop = (): void => {}
+    const stop = new Promise<null>(resolve => { onStop = () => { resolve(null) }; signal.addEventListener('abort', onStop, { once: true }) })
+    work.catch(() => {}) // settled or not, it is awaited through the race below
+    return Promise.race([work, stop]).finally(() => { signal.removeEventListener('abort', onStop) })
   }
 
   private track (work: Promise<void>): void {
@@ -177,17 +195,26 @@ export class RedisRelay implements Relay {
     return Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.max(0, attempts - 1))
   }
 
-  /** Entries whose last attempt failed (or whose replica died) and whose backoff has passed: claimed, then retried. */
+  /**
+   * Entries whose last attempt failed (or whose replica died) and whose backoff has passed: claimed, then retried.
+   * Every pending entry is looked at, page by page: a subscriber long down must not hide another's due retries.
+   */
   private async claimStalled (): Promise<void> {
     const lease = this.options.deliveryTimeoutMs + 1000
-    const pending = await this.redis.xpending(QUEUE, GROUP, 'IDLE', Math.min(lease, this.options.retryBaseMs), '-', '+', 64) as Array<[string, string, number, number]>
-    for (const [id, , idle, deliveries] of pending) {
-      if (this.active.size >= CONCURRENCY) return
-      const wait = Math.max(lease, this.backoffMs(deliveries))
-      if (idle < wait) continue
-      // Only one replica's XCLAIM succeeds: the entry's idle time restarts for everyone else.
-      const claimed = await this.redis.xclaim(QUEUE, GROUP, this.consumer, wait, id) as StreamEntry[]
-      for (const entry of claimed) this.track(this.process(entry, deliveries + 1))
+    let from = '-'
+    for (;;) {
+      const page = await this.redis.xpending(QUEUE, GROUP, 'IDLE', Math.min(lease, this.options.retryBaseMs), from, '+', PENDING_PAGE) as Array<[string, string, number, number]>
+      for (const [id, , idle, deliveries] of page) {
+        if (this.active.size >= CONCURRENCY) return
+        const wait = Math.max(lease, this.backoffMs(deliveries))
+        if (idle < wait) continue
+        // Only one replica's XCLAIM succeeds: the entry's idle time restarts for everyone else.
+        const claimed = await this.redis.xclaim(QUEUE, GROUP, this.consumer, wait, id) as StreamEntry[]
+        for (const entry of claimed) this.track(this.process(entry, deliveries + 1))
+      }
+      const last = page.at(-1)
+      if (page.length < PENDING_PAGE || last === undefined) return
+      from = `(${last[0]}`
     }
   }
 
@@ -201,26 +228,28 @@ export class RedisRelay implements Relay {
       const state = JSON.parse(delivery) as DeliveryState
       if (state.state === 'delivered') return await settle()
       const event = JSON.parse(stored) as RelayEvent
-      const subscriber = this.subscribers().find(s => s.name === name)
+      const expired = Date.now() - Date.parse(event.received_at) > this.options.retryHorizonMs
+      const subscriber = this.subscribers.get(name)
+      let next: DeliveryState
       if (subscriber === undefined) {
         // Another replica's configuration (a rolling change): left for a replica that knows it, until the horizon.
-        if (Date.now() - Date.parse(event.received_at) > this.options.retryHorizonMs) {
-          await this.redis.hset(recordKey(key), `d:${name}`, JSON.stringify({ ...state, state: 'failed', last_error: 'NOT_CONFIGURED' }))
-          await settle()
+        if (!expired) return
+        next = { ...state, last_error: 'NOT_CONFIGURED' }
+      } else {
+        const outcome = await this.deliverer.send(subscriber, event, attempt)
+        next = afterAttempt(state, outcome, attempt)
+        if (outcome.ok || !expired) {
+          await this.redis.hset(recordKey(key), `d:${name}`, JSON.stringify(next))
+          if (outcome.ok) await settle()
+          return
         }
-        return
       }
-      const outcome = await this.deliverer.send(subscriber, event, attempt)
-      let next = afterAttempt(state, outcome, attempt)
-      const expired = Date.now() - Date.parse(event.received_at) > this.options.retryHorizonMs
-      if (!outcome.ok && expired) {
-        next = { ...next, state: 'failed' }
-        this.options.onGiveUp?.(name)
-        this.log.error({ notification: key, subscriber: name, attempts: attempt },
-          'notification NOT delivered: the subscriber failed every attempt within NOTIFY_RETRY_HORIZON_S; redeliver it from the operator API once the subscriber is fixed')
-      }
+      next = { ...next, state: 'failed' }
+      this.options.onGiveUp?.(name)
+      this.log.error({ notification: key, subscriber: name, attempts: next.attempts, reason: next.last_error ?? next.last_status },
+        'notification NOT delivered: the subscriber failed every attempt within NOTIFY_RETRY_HORIZON_S; redeliver it from the operator API once the subscriber is fixed')
       await this.redis.hset(recordKey(key), `d:${name}`, JSON.stringify(next))
-      if (next.state !== 'pending') await settle()
+      await settle()
     } catch (err) {
       // Left pending: claimed again after its backoff.
       this.log.warn({ notification: key, subscriber: name, reason: (err as Error).message }, 'notification delivery interrupted; it will be retried')

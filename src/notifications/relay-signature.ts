@@ -21,7 +21,7 @@ export function signRelay (secret: string, body: string, now = Date.now()): stri
 
 /**
  * For subscribers: true when `header` signs `body` with `secret` and is at most `toleranceS` old. Any `v1` entry
- * may match (several are sent while a secret is being rotated).
+ * may match: the gateway sends one, and the format leaves room for one per secret should a sender rotate secrets.
  */
 export function verifyRelaySignature (secret: string, header: string | undefined, body: string | Buffer,
   { toleranceS = DEFAULT_TOLERANCE_S, now = Date.now() }: { toleranceS?: number, now?: number } = {}): boolean {

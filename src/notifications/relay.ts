@@ -49,12 +49,15 @@ export type ReceiveResult = 'delivered' | 'stored' | 'duplicate' | 'failed'
 export interface Relay {
   /** Makes the notification safe for `subscribers` (the ones whose patterns match it). */
   receive (event: RelayEvent, subscribers: Subscriber[]): Promise<ReceiveResult>
-  list (limit: number): Promise<NotificationRecord[]>
+  /** The newest first; only those of `merchants` when given (a caller limited to some profiles). */
+  list (limit: number, merchants?: readonly string[]): Promise<NotificationRecord[]>
   get (key: string): Promise<NotificationRecord | undefined>
   /** Sends a stored notification again to one subscriber or all of its own; undefined when it is not known. */
   redeliver (key: string, subscriber?: string): Promise<NotificationRecord | undefined>
   /** Seconds since the oldest notification still waiting for a subscriber was received (0: none). */
   oldestUndeliveredSeconds (): Promise<number>
+  /** Starts delivering in the background, where the relay has deliveries of its own to make. */
+  start (): void
   close (): Promise<void>
 }
 

@@ -5,8 +5,7 @@ import type { Dispatcher } from 'undici'
 import { buildNotifyListener, type ReceivedResult } from '../notifications/listener.js'
 import { MemoryRelay } from '../notifications/memory-relay.js'
 import { RedisRelay } from '../notifications/redis-relay.js'
-import { Deliverer, type Relay } from '../notifications/relay.js'
-import type { Subscriber } from '../notifications/subscribers.js'
+import { Deliverer, keyOf, type Relay } from '../notifications/relay.js'
 import type { NotifyConfig } from '../config.js'
 
 declare module 'fastify' {
@@ -39,18 +38,17 @@ async function notifications (app: FastifyInstance, opts: NotifyOptions): Promis
   const { registry } = app.metrics
   const received = new Counter({ name: 'wechatpay_gateway_notifications_received_total', help: 'Notifications from WeChat Pay, by merchant profile, event type and result (stored, delivered, duplicate, failed, unverified, probe, undecryptable, unavailable)', labelNames: ['merchant', 'event_type', 'result'], registers: [registry] })
   const deliveries = new Counter({ name: 'wechatpay_gateway_notification_deliveries_total', help: 'Attempts to deliver a notification to a subscriber, by outcome (delivered, failed, gave_up)', labelNames: ['subscriber', 'outcome'], registers: [registry] })
-  const names = new Set(opts.subscribers.map(s => s.name))
   const deliverer = new Deliverer({
     timeoutMs: opts.deliveryTimeoutMs,
     ...(opts.dispatcher !== undefined && { dispatcher: opts.dispatcher }),
     onAttempt: (subscriber, event, outcome, attempt) => {
       deliveries.inc({ subscriber: subscriber.name, outcome: outcome.ok ? 'delivered' : 'failed' })
       if (!outcome.ok) {
-        app.log.warn({ notification: `${event.merchant}/${event.id}`, subscriber: subscriber.name, attempt, status: outcome.status, error: outcome.error }, 'notification delivery failed')
+        app.log.warn({ notification: keyOf(event), subscriber: subscriber.name, attempt, status: outcome.status, error: outcome.error }, 'notification delivery failed')
       }
     }
   })
-  const subscribers = (): Subscriber[] => opts.subscribers
+  const subscribers = new Map(opts.subscribers.map(s => [s.name, s]))
   const relay: Relay = app.redis === null
     ? new MemoryRelay(deliverer, subscribers)
     : new RedisRelay(app.redis, deliverer, subscribers, {
@@ -60,7 +58,7 @@ async function notifications (app: FastifyInstance, opts: NotifyOptions): Promis
       retentionMs: opts.retentionMs,
       deliveryTimeoutMs: opts.deliveryTimeoutMs,
       ...(opts.pollMs !== undefined && { pollMs: opts.pollMs }),
-      onGiveUp: subscriber => { deliveries.inc({ subscriber: names.has(subscriber) ? subscriber : 'other', outcome: 'gave_up' }) }
+      onGiveUp: subscriber => { deliveries.inc({ subscriber, outcome: 'gave_up' }) }
     }, app.log)
 
   new Gauge({ // eslint-disable-line no-new
@@ -92,8 +90,7 @@ async function notifications (app: FastifyInstance, opts: NotifyOptions): Promis
       return await listener.listen({ host: opts.host, port: opts.port })
     }
   })
-  // Without subscribers nothing is ever queued: no worker polls Redis.
-  if (relay instanceof RedisRelay && opts.subscribers.length > 0) app.addHook('onReady', async () => { relay.start() })
+  app.addHook('onReady', async () => { relay.start() })
   app.addHook('onClose', async () => {
     await listener?.close()
     await relay.close()

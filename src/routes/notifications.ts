@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from '@fastify/type-provider-zod'
 import { z } from 'zod'
 import { gatewayError, validationError } from '../errors.js'
 import { ErrorBody } from '../plugins/errors.js'
-import type { NotificationRecord } from '../notifications/relay.js'
+import { keyOf, type NotificationRecord } from '../notifications/relay.js'
 
 /**
  * The relay's log, for operators (internal listener, caller tokens allowed `notifications`): recent notifications
@@ -61,12 +61,11 @@ const notificationRoutes: FastifyPluginAsyncZod = async (app) => {
       response: { 200: z.object({ notifications: z.array(Record) }), ...errors }
     }
   }, async request => {
-    const records = await app.notifications.relay.list(request.query.limit)
-    return { notifications: records.filter(r => visible(request.callerMerchants, r)) }
+    return { notifications: await app.notifications.relay.list(request.query.limit, request.callerMerchants) }
   })
 
   const find = async (merchant: string, id: string, callerMerchants: readonly string[] | undefined): Promise<NotificationRecord> => {
-    const record = await app.notifications.relay.get(`${merchant}/${id}`)
+    const record = await app.notifications.relay.get(keyOf({ merchant, id }))
     if (record === undefined || !visible(callerMerchants, record)) {
       throw gatewayError('NOTIFICATION_NOT_FOUND', `No notification ${id.slice(0, 64)} of merchant ${merchant} in the relay's log (kept NOTIFY_RETENTION_S; without Redis, in this replica's memory)`)
     }
