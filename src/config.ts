@@ -290,6 +290,9 @@ export function loadConfig (rawEnv: Env = process.env): Config {
   if (e.REDIS_URL === undefined && e.NOTIFY_DELIVERY_TIMEOUT_MS > 4500) {
     problems.push(`NOTIFY_DELIVERY_TIMEOUT_MS (${e.NOTIFY_DELIVERY_TIMEOUT_MS}) must be at most 4500 without REDIS_URL: deliveries are made before WeChat Pay, which waits 5 s, is answered`)
   }
+  if (e.NOTIFY_PORT !== 'off' && e.NOTIFY_PORT !== 0 && e.NOTIFY_PORT === e.PORT) {
+    problems.push(`NOTIFY_PORT (${e.NOTIFY_PORT}) is PORT: the notification listener (the one WeChat Pay reaches) needs a port of its own, or NOTIFY_PORT=off`)
+  }
   if (e.NOTIFY_RETENTION_S < e.NOTIFY_RETRY_HORIZON_S) problems.push('NOTIFY_RETENTION_S must be at least NOTIFY_RETRY_HORIZON_S: a notification is kept while it is retried')
   // In sandbox mode the profiles are the simulator's, known at start: server.ts checks the subscribers' then.
   const subscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined

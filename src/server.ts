@@ -4,6 +4,7 @@ import { buildApp } from './app.js'
 import { createLogger } from './logger.js'
 import { loadMerchantsFile } from './merchants-file.js'
 import { checkCallerMerchants, ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
+import { NOTIFY_PATH } from './notifications/listener.js'
 import { checkSubscriberMerchants } from './notifications/subscribers.js'
 import { KeyError } from './wechat/keys.js'
 
@@ -30,7 +31,7 @@ async function main (): Promise<void> {
     // Loaded only in sandbox mode: nothing of the simulator exists in a live process.
     const [{ startSandbox }, { sandboxOptions }] = await Promise.all([import('./sandbox/index.js'), import('./sandbox/settings.js')])
     // On loopback; on a free port unless SANDBOX_PORT says which (to reach its control API, e.g. for notifications).
-    const port = process.env.SANDBOX_PORT !== undefined ? config.sandbox.SANDBOX_PORT : 0
+    const port = (process.env.SANDBOX_PORT ?? '') !== '' ? config.sandbox.SANDBOX_PORT : 0
     const sandbox = await startSandbox({ ...sandboxOptions(config.sandbox), host: '127.0.0.1', port, logger: logger.child({ component: 'sandbox' }) })
     closers.push(() => sandbox.close())
     // The sandbox's own merchants file, exactly as an operator would point WECHATPAY_MERCHANTS_FILE at it.
@@ -42,7 +43,7 @@ async function main (): Promise<void> {
     if (subscriberProblems.length > 0) throw new ConfigError(subscriberProblems)
     appConfig = { ...config, merchants }
     const { notifier } = sandbox.app.sandbox
-    notifySandbox = address => { notifier.url ??= `${address.replace('0.0.0.0', '127.0.0.1')}/wechatpay/notify/{merchant}` }
+    notifySandbox = address => { notifier.url ??= `${address.replace('0.0.0.0', '127.0.0.1')}${NOTIFY_PATH}/{merchant}` }
     logger.warn({ sandbox: sandbox.url, merchantsFile: sandbox.merchantsFile, keyMode: config.sandbox.SANDBOX_KEY_MODE, merchants: merchants.map(m => `${m.name} (${m.types[0] ?? ''} ${m.mchid})`) },
       '*** SANDBOX MODE: calls go to the built-in WeChat Pay simulator, not to WeChat Pay. Set WECHATPAY_MODE=live (or NODE_ENV=production) with real credentials for production. ***')
   }
@@ -88,7 +89,7 @@ async function main (): Promise<void> {
     throw listenError(err, 'NOTIFY_PORT', 'NOTIFY_HOST', notifyHost, notifyPort ?? 0)
   })
   if (notifyAddress !== undefined) {
-    logger.info({ address: notifyAddress, urls: appConfig.merchants.map(m => `<public base URL>/wechatpay/notify/${m.name}`), subscribers: config.notify.subscribers.map(s => s.name) },
+    logger.info({ address: notifyAddress, urls: appConfig.merchants.map(m => `<public base URL>${NOTIFY_PATH}/${m.name}`), subscribers: config.notify.subscribers.map(s => s.name) },
       'WeChat Pay notifications: listening (give WeChat Pay each profile\'s URL as notify_url)')
     notifySandbox?.(notifyAddress)
   }

@@ -150,3 +150,14 @@ t.test('WECHATPAY_MERCHANTS_FILE: profiles, paths relative to the file, every pr
   await writeFile(join(dir, 'notjson.json'), '[{')
   t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'notjson.json') }), [/is not JSON/])
 })
+
+t.test('notifications: listener on by default, off on request, its own port; a delivery must fit WeChat Pay\'s 5 s without Redis', async t => {
+  t.match(loadConfig({}).notify, { port: 3001, host: '0.0.0.0', subscribers: [], deliveryTimeoutMs: 4000, retry: { baseMs: 10_000, maxMs: 3_600_000, horizonMs: 90_000_000 }, retentionMs: 604_800_000 })
+  t.equal(loadConfig({ NOTIFY_PORT: 'off' }).notify.port, undefined)
+  t.match(problems({ PORT: '3001' }), [/NOTIFY_PORT \(3001\) is PORT: the notification listener .* needs a port of its own/])
+  t.same(problems({ PORT: '0', NOTIFY_PORT: '0' }), [], 'both on free ports (tests)')
+  t.match(problems({ NOTIFY_DELIVERY_TIMEOUT_MS: '5000' }), [/NOTIFY_DELIVERY_TIMEOUT_MS \(5000\) must be at most 4500 without REDIS_URL/])
+  t.same(problems({ NOTIFY_DELIVERY_TIMEOUT_MS: '5000', REDIS_URL: 'redis://127.0.0.1:6379' }), [])
+  t.match(problems({ NOTIFY_RETENTION_S: '60', NOTIFY_RETRY_HORIZON_S: '120' }), [/NOTIFY_RETENTION_S must be at least NOTIFY_RETRY_HORIZON_S/])
+  t.match(problems({ NOTIFY_SUBSCRIBERS_FILE: '/nonexistent/subscribers.json' }), [/NOTIFY_SUBSCRIBERS_FILE \/nonexistent\/subscribers.json: cannot be read as JSON \(ENOENT\)/])
+})

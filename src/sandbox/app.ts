@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import { matchUpstream, wechatQuery } from '../wechat/operations.js'
 import type { KeyMode } from '../wechat/profile.js'
 import { carryOut, type Outcome } from './business.js'
-import { carriesOut, FaultQueue } from './faults.js'
+import { carriesOut, FaultQueue, RESERVED_PREFIX } from './faults.js'
 import type { SandboxMerchant, SandboxMerchants } from './merchants.js'
 import { authenticate, beijingTime, encryptResource, fail, paramError, parseQuery, protocolError, signatureHeaders, signingKey, type Spoil, type WechatError } from './protocol.js'
 import type { PresignedAnswers } from './presigned.js'
@@ -86,7 +86,7 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
    */
   async function answer (request: FastifyRequest, reply: FastifyReply, status: number, body: string,
     merchant: SandboxMerchant | undefined, spoil?: Spoil): Promise<FastifyReply> {
-    const entry = requests.at(-1)
+    const entry = recorded.get(request)
     if (entry !== undefined && entry.status === undefined) entry.status = status
     const signer = merchant === undefined ? undefined : signingKey(merchant, state.keyMode, request.headers['wechatpay-serial'] as string | undefined)
     const presigned = signer !== undefined && merchant !== undefined && body === '' && spoil === undefined
@@ -102,6 +102,9 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
     const { status, ...body } = error
     return answer(request, reply, status, JSON.stringify(body), merchant, spoil)
   }
+
+  /** Each request's entry in `requests`: concurrent calls must not write their status on each other's. */
+  const recorded = new WeakMap<FastifyRequest, RecordedRequest>()
 
   function record (request: FastifyRequest, raw: Buffer, operation?: string): RecordedRequest {
     const entry: RecordedRequest = {
@@ -121,6 +124,7 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
     }
     if (requests.length >= MAX_RECORDED) requests.shift()
     requests.push(entry)
+    recorded.set(request, entry)
     return entry
   }
 
@@ -206,7 +210,7 @@ export function buildSandbox (options: SandboxOptions): FastifyInstance {
       }
 
       // Reserved ids strike the operations only: the order a fault struck can then be queried.
-      const reserved = op.method === 'POST' ? Object.values(params).find(v => v.startsWith('SANDBOX_')) ?? '' : ''
+      const reserved = op.method === 'POST' ? Object.values(params).find(v => v.startsWith(RESERVED_PREFIX)) ?? '' : ''
       const taken = faults.take(op.id, reserved, auth.nonce)
       if (taken !== undefined) entry.fault = taken.name
       const fault = taken?.fault

@@ -173,8 +173,10 @@ export class SandboxState {
 
   /** The contract named by its id (the notices) or by plan and code (the queries); made SIGNED on first reference. */
   contract (ref: ContractRef): Contract {
-    const found = [...this.contracts.values()].find(c => c.mchid === ref.mchid && c.sub_mchid === ref.sub_mchid &&
-      (ref.contract_id !== undefined ? c.contract_id === ref.contract_id : c.plan_id === ref.plan_id && c.out_contract_code === ref.out_contract_code))
+    const found = ref.contract_id !== undefined
+      ? this.contracts.get(`${ref.mchid}|${ref.sub_mchid}|${ref.contract_id}`)
+      : [...this.contracts.values()].find(c => c.mchid === ref.mchid && c.sub_mchid === ref.sub_mchid &&
+        c.plan_id === ref.plan_id && c.out_contract_code === ref.out_contract_code)
     return found ?? this.putContract(ref, 'SIGNED')
   }
 

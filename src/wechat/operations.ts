@@ -363,9 +363,16 @@ export function callerQuery (op: ReadOperation): z.ZodType {
   return withOneOf(op, op.query.extend({ [op.merchant.field]: merchantChoice(op) }))
 }
 
-/** WeChat Pay's own query string rules (the sandbox checks them). */
+const wechatQueries = new WeakMap<ReadOperation, z.ZodType>()
+
+/** WeChat Pay's own query string rules (the sandbox checks them), made once per operation. */
 export function wechatQuery (op: ReadOperation): z.ZodType {
-  return withOneOf(op, op.query)
+  let schema = wechatQueries.get(op)
+  if (schema === undefined) {
+    schema = withOneOf(op, op.query)
+    wechatQueries.set(op, schema)
+  }
+  return schema
 }
 
 function withOneOf (op: ReadOperation, schema: z.ZodObject): z.ZodType {
@@ -410,12 +417,17 @@ export function answerProblem (op: ReadOperation, answer: unknown): string | und
   return wrong.length > 0 ? `the answer lacks ${wrong.join(', ')} (or has another type)` : undefined
 }
 
+/** Each operation's upstream path as a pattern, and the names of its parameters, made once. */
+const upstreamPatterns = operations.map(op => {
+  const names: string[] = []
+  const pattern = new RegExp(`^${op.upstreamPath.replace(/\{(\w+)\}/g, (_, name: string) => { names.push(name); return '([^/]+)' })}$`)
+  return { op, names, pattern }
+})
+
 /** Matches an upstream path back to its operation (used by the sandbox). */
 export function matchUpstream (path: string): { op: Operation, params: Record<string, string> } | undefined {
-  for (const op of operations) {
-    const names: string[] = []
-    const pattern = op.upstreamPath.replace(/\{(\w+)\}/g, (_, name: string) => { names.push(name); return '([^/]+)' })
-    const match = new RegExp(`^${pattern}$`).exec(path)
+  for (const { op, names, pattern } of upstreamPatterns) {
+    const match = pattern.exec(path)
     if (match !== null) {
       try {
         return { op, params: Object.fromEntries(names.map((name, i) => [name, decodeURIComponent(match[i + 1] ?? '')])) }
