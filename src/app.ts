@@ -4,7 +4,7 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from '@fa
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply } from 'fastify'
 import type { Dispatcher } from 'undici'
 import { validationError } from './errors.js'
-import type { AppConfig } from './config.js'
+import { IDEMPOTENCY_CALL_MARGIN_MS, type AppConfig } from './config.js'
 import { whenAnswered } from './plugins/answered.js'
 import auth from './plugins/auth.js'
 import connections, { clientErrorHandler } from './plugins/connections.js'
@@ -124,7 +124,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   await app.register(metrics, { expose: config.metrics, callers: config.auth.tokens.map(t => t.name) })
   await app.register(limits, { rateLimit: config.rateLimit, maxEventLoopDelayMs: config.maxEventLoopDelayMs })
   if (config.docs) await app.register(swagger, { ui: true })
-  await app.register(redis, { url: config.redisUrl })
+  await app.register(redis, { url: config.redisUrl, commandTimeoutMs: config.redisCommandTimeoutMs })
   await app.register(merchants, {
     ...options.merchants,
     merchants: config.merchants,
@@ -133,7 +133,7 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
   })
   await app.register(auth, config.auth)
   // A duplicate waits for the first call's answer until that call has certainly ended: its longest, and a margin.
-  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, callMs: app.wechat.maxCallMs + 5000, memory: config.idempotencyMemory, ...options.idempotency })
+  await app.register(idempotency, { ttlMs: config.idempotencyTtlMs, callMs: app.wechat.maxCallMs + IDEMPOTENCY_CALL_MARGIN_MS, memory: config.idempotencyMemory, ...options.idempotency })
   await app.register(notifications, {
     ...config.notify,
     http: config.http,

@@ -9,6 +9,8 @@ import { OPERATION_RETRY_POLICY } from './wechat/retry.js'
 
 /** Time, within the shutdown grace, for the last answers to go out and the process to close. */
 export const SHUTDOWN_MARGIN_MS = 1000
+/** How long after a call's deadline an Idempotency-Key's holder still counts as running (app.ts). */
+export const IDEMPOTENCY_CALL_MARGIN_MS = 5000
 
 /**
  * Configuration comes from the environment only, is validated once at start and is passed to `buildApp` as a
@@ -47,6 +49,8 @@ export interface Config {
   sandbox: SandboxSettings
   /** Shared state for several replicas (idempotency keys, rate limits); in memory when absent. */
   redisUrl?: string
+  /** How long one Redis command may take before it counts as failed (a hung Redis must not hold calls). */
+  redisCommandTimeoutMs?: number
   idempotencyTtlMs: number
   /** Caps of the in-memory idempotency store (no Redis): keys in all, and per caller. */
   idempotencyMemory: { maxKeys: number, maxKeysPerOwner: number }
@@ -153,6 +157,7 @@ const envSchema = sandboxSettings.extend({
   SHUTDOWN_DRAIN_DELAY_MS: z.coerce.number().int().min(0).max(120_000).default(5000),
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+  REDIS_COMMAND_TIMEOUT_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
   IDEMPOTENCY_TTL_S: z.coerce.number().int().min(1).max(7 * 24 * 3600).default(24 * 3600),
   IDEMPOTENCY_MAX_KEYS: z.coerce.number().int().min(1).default(100_000),
   IDEMPOTENCY_MAX_KEYS_PER_CALLER: z.coerce.number().int().min(1).optional(),
@@ -286,6 +291,10 @@ export function loadConfig (rawEnv: Env = process.env): Config {
       `(${longestCall} ms: WECHATPAY_TIMEOUT_MS ${e.WECHATPAY_TIMEOUT_MS} + the ${OPERATION_RETRY_POLICY.budgetMs} ms retry budget) + ${SHUTDOWN_MARGIN_MS} ms to answer; ` +
       'otherwise a call in flight at shutdown could be cut off. Set the orchestrator\'s stop timeout above it too')
   }
+  // A key must outlive the call that holds it, or a duplicate arriving after it expired would run the call again.
+  if (e.IDEMPOTENCY_TTL_S * 1000 < longestCall + IDEMPOTENCY_CALL_MARGIN_MS) {
+    problems.push(`IDEMPOTENCY_TTL_S (${e.IDEMPOTENCY_TTL_S}) must be at least ${Math.ceil((longestCall + IDEMPOTENCY_CALL_MARGIN_MS) / 1000)}: an Idempotency-Key must outlive the longest call (${longestCall} ms) it can hold`)
+  }
   // Without Redis a notification is delivered before WeChat Pay is answered, which it expects within 5 s.
   if (e.REDIS_URL === undefined && e.NOTIFY_DELIVERY_TIMEOUT_MS > 4500) {
     problems.push(`NOTIFY_DELIVERY_TIMEOUT_MS (${e.NOTIFY_DELIVERY_TIMEOUT_MS}) must be at most 4500 without REDIS_URL: deliveries are made before WeChat Pay, which waits 5 s, is answered`)
@@ -312,6 +321,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     auth: { enabled: !authOff && tokens.length > 0, tokens },
     sandbox: Object.fromEntries(Object.entries(e).filter(([k]) => k.startsWith('SANDBOX_'))) as SandboxSettings,
     ...(e.REDIS_URL !== undefined && { redisUrl: e.REDIS_URL }),
+    redisCommandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS,
     idempotencyTtlMs: e.IDEMPOTENCY_TTL_S * 1000,
     // By default each caller gets an equal share, so that one caller cannot fill the store for all.
     idempotencyMemory: {

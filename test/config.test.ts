@@ -161,3 +161,12 @@ t.test('notifications: listener on by default, off on request, its own port; a d
   t.match(problems({ NOTIFY_RETENTION_S: '60', NOTIFY_RETRY_HORIZON_S: '120' }), [/NOTIFY_RETENTION_S must be at least NOTIFY_RETRY_HORIZON_S/])
   t.match(problems({ NOTIFY_SUBSCRIBERS_FILE: '/nonexistent/subscribers.json' }), [/NOTIFY_SUBSCRIBERS_FILE \/nonexistent\/subscribers.json: cannot be read as JSON \(ENOENT\)/])
 })
+
+t.test('Redis and Idempotency-Key settings: a key outlives the longest call; a hung Redis fails a command after a bound', async t => {
+  t.equal(loadConfig({}).redisCommandTimeoutMs, 1000)
+  t.equal(loadConfig({ REDIS_COMMAND_TIMEOUT_MS: '250' }).redisCommandTimeoutMs, 250)
+  t.match(problems({ REDIS_COMMAND_TIMEOUT_MS: '0' }), [/REDIS_COMMAND_TIMEOUT_MS/])
+  // 13 s longest call (10 s timeout + 3 s retry budget) + 5 s margin: a 1 s key would expire while its call runs.
+  t.match(problems({ IDEMPOTENCY_TTL_S: '1' }), [/IDEMPOTENCY_TTL_S \(1\) must be at least 18: an Idempotency-Key must outlive the longest call \(13000 ms\)/])
+  t.same(problems({ IDEMPOTENCY_TTL_S: '18' }), [])
+})

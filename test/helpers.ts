@@ -178,7 +178,15 @@ export async function freePort (): Promise<number> {
  * With `persist`, it keeps an append-only file in its own folder: `stop` shuts it down cleanly (as
  * `redis-cli shutdown` does) and `start` brings it back on the same port and data.
  */
-export interface TestRedis { url: string, stop: () => Promise<void>, start: () => Promise<void>, commands: () => Promise<number> }
+export interface TestRedis {
+  url: string
+  stop: () => Promise<void>
+  start: () => Promise<void>
+  /** SIGSTOP / SIGCONT: Redis hangs with its connections open, as behind a network partition. */
+  pause: () => void
+  resume: () => void
+  commands: () => Promise<number>
+}
 export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Promise<TestRedis> {
   const { spawn } = await import('node:child_process')
   const { Redis } = await import('ioredis')
@@ -191,7 +199,8 @@ export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Pro
   }
   if (process.env.TEST_REDIS_URL !== undefined) {
     const url = process.env.TEST_REDIS_URL
-    return { url, stop: async () => {}, start: async () => {}, commands: () => commands(url) }
+    const unsupported = (): never => { throw new Error('pausing needs a redis-server started by the test (unset TEST_REDIS_URL)') }
+    return { url, stop: async () => {}, start: async () => {}, pause: unsupported, resume: unsupported, commands: () => commands(url) }
   }
   const port = await freePort()
   const dir = await mkdtemp(join(tmpdir(), 'redis-'))
@@ -210,6 +219,7 @@ export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Pro
     child = undefined
     if (running === undefined || running.exitCode !== null) return
     const exited = new Promise(resolve => running.once('exit', resolve))
+    running.kill('SIGCONT') // a paused server would not act on SIGTERM
     running.kill(opts.persist === true ? 'SIGTERM' : 'SIGKILL')
     await exited
   }
@@ -219,7 +229,7 @@ export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Pro
     await rm(dir, { recursive: true, force: true })
   })
   const url = `redis://127.0.0.1:${port}`
-  return { url, stop, start, commands: () => commands(url) }
+  return { url, stop, start, pause: () => child?.kill('SIGSTOP'), resume: () => child?.kill('SIGCONT'), commands: () => commands(url) }
 }
 
 /**

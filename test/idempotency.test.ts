@@ -214,6 +214,43 @@ t.test('a Redis blip mid-call: the answer is recorded once Redis is back, and th
   t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
 })
 
+t.test('a Redis that hangs holds no call: a new key gets 503 within the command timeout, calls without one go on, nothing runs twice', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t, { slowMs: 1000 })
+  const { app } = await testGateway(t, { sandbox, config: { redisUrl: redis.url, redisCommandTimeoutMs: 300 }, build: { idempotency: { recordRetriesMs: [300, 600, 1200, 2400] } } })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const post = async (key: string | undefined, id: string) => {
+    const answer = await request(`${base}/payscore/partner/serviceorder/${id}/pay`, {
+      method: 'POST', headers: { 'content-type': 'application/json', ...auth(), ...(key !== undefined && { 'idempotency-key': key }) }, body: JSON.stringify(collect)
+    })
+    return { status: answer.statusCode, replayed: answer.headers['idempotent-replayed'], body: await answer.body.text() }
+  }
+  const holder = post('hang-1', 'SANDBOX_SLOW')
+  await sleep(300)
+  redis.pause() // a stopped process or a partition: the connection stays open, nothing answers
+  const during = await Promise.race([
+    Promise.all([holder, post('hang-2', 'hang-2'), post(undefined, 'hang-3'), request(`${base}/readyz`).then(async r => ({ status: r.statusCode, body: await r.body.json() }))]),
+    sleep(8000).then(() => 'hung' as const)
+  ])
+  redis.resume()
+  if (during === 'hung') return t.fail('calls waited on the hung Redis')
+  const [held, keyed, unkeyed, ready] = during
+  t.equal(held.status, 204, 'the holder gets its answer; recording it goes on in the background')
+  t.equal(keyed.status, 503)
+  t.match(JSON.parse(keyed.body), { code: 'IDEMPOTENCY_STORE_UNAVAILABLE', detail: { outcome: 'not_executed' } })
+  t.equal(unkeyed.status, 204, 'a call without a key does not need Redis')
+  t.equal(ready.status, 503)
+  t.match(ready.body, { problems: ['redis does not answer'] })
+  await redisReady(app)
+  await sleep(1500) // the holder's answer is recorded by a background retry
+  const replay = await post('hang-1', 'SANDBOX_SLOW')
+  t.match(replay, { status: 204, replayed: 'true' }, 'the holder\'s answer was recorded once Redis woke up')
+  const retried = await post('hang-2', 'hang-2')
+  t.match(retried, { status: 204, replayed: undefined }, 'the key refused with 503 is free: its claim, run late, was released after it')
+  t.equal(sandbox.app.sandbox.requests.length, 3, 'one call each for hang-1, hang-2 and the call without a key')
+})
+
 t.test('an answer that cannot be recorded leaves the key claimed with an unknown outcome, never run again', async t => {
   const redis = await testRedis(t, { persist: true })
   const sandbox = await testSandbox(t, { slowMs: 800 })

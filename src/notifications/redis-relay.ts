@@ -122,8 +122,9 @@ export class RedisRelay implements Relay {
   /** Starts delivering (reads new entries, claims stalled ones), in the background: Redis may not be up yet. */
   start (): void {
     if (this.subscribers.size === 0) return // nothing is ever queued: no worker polls Redis
-    // Fails fast like the shared connection; its outages are logged once, by the shared connection.
-    const reader = this.redis.duplicate()
+    // Fails fast like the shared connection; its outages are logged once, by the shared connection. Its reads block
+    // for up to `pollMs` on purpose: the shared connection's command timeout would cut them off.
+    const reader = this.redis.duplicate({ commandTimeout: undefined })
     reader.on('error', () => {})
     this.reader = reader
     this.running = true

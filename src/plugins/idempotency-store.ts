@@ -235,7 +235,15 @@ export class RedisStore implements IdempotencyStore {
     for (;;) {
       const token = randomUUID()
       const record: RedisRecord = { f: request.fingerprint, t: token, d: Date.now() + request.callMs }
-      const raw = await this.redis.eval(CLAIM, 1, id, JSON.stringify(record), request.ttlMs) as string | null
+      let raw: string | null
+      try {
+        raw = await this.redis.eval(CLAIM, 1, id, JSON.stringify(record), request.ttlMs) as string | null
+      } catch (err) {
+        // A claim that timed out may still run when a hung Redis wakes up, and would then hold the key as "unknown"
+        // although nothing was sent. Its release, sent after it on the same connection, runs after it.
+        this.release(request.key, token).catch(() => {})
+        throw err
+      }
       if (raw === null) return { kind: 'claimed', token }
       const current = JSON.parse(raw) as RedisRecord
       if (current.f !== request.fingerprint) return { kind: 'conflict' }

@@ -17,16 +17,20 @@ export function redisAddress (url: string): string {
 
 /**
  * One Redis connection for idempotency keys, rate limits and answer nonces. It fails fast: while Redis is away a
- * command is refused at once (no offline queue), so callers get a clear 503 instead of waiting on reconnects.
- * The gateway starts without Redis and is not ready until it connects (`/readyz`); it reconnects by itself.
+ * command is refused at once (no offline queue), and while it hangs (a stopped process, a network partition that
+ * keeps the connection open) a command fails after `commandTimeoutMs`, so callers get a clear 503 instead of
+ * waiting on Redis. The gateway starts without Redis and is not ready until it connects (`/readyz`); it
+ * reconnects by itself.
  */
-async function redis (app: FastifyInstance, opts: { url?: string | undefined }): Promise<void> {
+async function redis (app: FastifyInstance, opts: { url?: string | undefined, commandTimeoutMs?: number | undefined }): Promise<void> {
   if (opts.url === undefined) {
     app.decorate('redis', null)
     return
   }
   const address = redisAddress(opts.url)
-  const client = new Redis(opts.url, { connectTimeout: 2000, maxRetriesPerRequest: 1, enableOfflineQueue: false })
+  const client = new Redis(opts.url, {
+    connectTimeout: 2000, maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: opts.commandTimeoutMs ?? 1000
+  })
   // One line when the connection is lost and one when it is back, not one per reconnect attempt.
   let down = false
   client.on('error', err => {

@@ -8,7 +8,7 @@ const Readiness = z.object({
 })
 
 /**
- * Liveness: the process answers. Readiness: the shared store reachable, not shutting down, and at least one merchant
+ * Liveness: the process answers. Readiness: the shared store answering, not shutting down, and at least one merchant
  * profile usable. Each profile's own problems are listed under `merchants`: one merchant's trouble (certificates
  * not fresh, no valid key) does not take the others out of service; its calls get MERCHANT_UNAVAILABLE.
  */
@@ -23,7 +23,11 @@ const health: FastifyPluginAsyncZod = async (app) => {
     logLevel: 'warn'
   }, async (_request, reply) => {
     const problems: string[] = []
-    if (app.redis !== null && app.redis.status !== 'ready') problems.push(`redis is ${app.redis.status}`)
+    if (app.redis !== null) {
+      // Connected is not enough: a hung Redis keeps its connection open. A PING bounded by the command timeout tells.
+      if (app.redis.status !== 'ready') problems.push(`redis is ${app.redis.status}`)
+      else if (!await app.redis.ping().then(() => true, () => false)) problems.push('redis does not answer')
+    }
     if (app.lifecycle.state() !== 'serving') problems.push('shutting down')
     const merchants = Object.fromEntries(Object.entries(app.merchantStatus()).map(([name, s]) => [name, { usable: s.usable, problems: s.problems }]))
     if (!Object.values(merchants).some(m => m.usable)) problems.push('no merchant profile can be used')
