@@ -234,10 +234,11 @@ export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Pro
 
 /**
  * A proxy between the gateway and the sandbox that misbehaves on demand, as a hostile network or a broken proxy
- * would. `forwarded` counts the calls it passed on (each one carried out by the sandbox).
+ * would. `forwarded` counts the calls it passed on (each one carried out by the sandbox). With `sign`, its own
+ * answers ('odd-codes') carry valid WeChat Pay signatures, as if WeChat Pay had sent them.
  */
 export type ProxyMode = 'forward' | 'html504' | 'unsigned500' | 'replay' | 'odd-codes'
-export async function hostileProxy (t: Test, target: string) {
+export async function hostileProxy (t: Test, target: string, sign?: (body: string) => Promise<Record<string, string>>) {
   const { createServer } = await import('node:http')
   const { request: send } = await import('undici')
   const state = { mode: 'forward' as ProxyMode, forwarded: 0, captured: undefined as undefined | { status: number, headers: Record<string, string>, body: string }, n: 0 }
@@ -261,7 +262,8 @@ export async function hostileProxy (t: Test, target: string) {
         } else if (state.mode === 'unsigned500') {
           res.writeHead(500, { 'content-type': 'application/json' }).end('{"code":"SYSTEM_ERROR","message":"系统繁忙，请稍后重试"}')
         } else if (state.mode === 'odd-codes') {
-          res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: `ODD_CODE_${state.n++}`, message: 'x' }))
+          const odd = JSON.stringify({ code: `ODD_CODE_${state.n++}`, message: 'x' })
+          res.writeHead(400, { 'content-type': 'application/json', ...await sign?.(odd) }).end(odd)
         } else {
           res.writeHead(answer.statusCode, { ...signed, ...(body !== '' && { 'content-type': 'application/json' }) }).end(body)
         }

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import { safeRequestId } from '../src/wechat/client.js'
 import { MemoryNonces } from '../src/wechat/nonces.js'
+import { signatureHeaders, signingKey } from '../src/sandbox/protocol.js'
 import { auth, hostileProxy, testGateway, testRedis, testSandbox } from './helpers.js'
 
 /**
@@ -90,6 +91,23 @@ t.test('upstream strings never become metric labels', async t => {
   t.notMatch(metrics, /ODD_CODE/)
   const series = metrics.split('\n').filter(l => l.startsWith('wechatpay_gateway_upstream_duration_seconds_count')).length
   t.equal(series, 1, 'one series for thirty different codes')
+})
+
+t.test('a verified answer with an undocumented code is passed on, and counted under code="OTHER"', async t => {
+  const sandbox = await testSandbox(t)
+  const merchant = sandbox.app.sandbox.merchants.all.find(m => m.ids.type === 'partner')
+  if (merchant === undefined) throw new Error('the sandbox has no service provider')
+  const proxy = await hostileProxy(t, sandbox.url, body => signatureHeaders(signingKey(merchant, 'public-key', undefined), body))
+  const { app } = await testGateway(t, { sandbox, wechat: { baseUrl: proxy.url } })
+  proxy.state.mode = 'odd-codes'
+  for (let i = 0; i < 30; i++) {
+    const answer = await app.inject({ method: 'POST', url: `/payscore/partner/serviceorder/odd-${i}/pay`, headers: { ...json, ...auth() }, payload: collect })
+    t.match(answer, { statusCode: 400 })
+    t.equal(answer.json().code, `ODD_CODE_${i}`, 'WeChat Pay\'s code reaches the caller')
+  }
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.notMatch(metrics, /ODD_CODE/)
+  t.match(metrics, /wechatpay_gateway_upstream_duration_seconds_count\{[^}]*code="OTHER"[^}]*\} 30/)
 })
 
 t.test('with Redis, an answer accepted by one replica is refused by another', async t => {
