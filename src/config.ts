@@ -4,7 +4,8 @@ import { impliedKeyMode, keyModeProblems, loadMerchantsFile } from './merchants-
 import { loadSubscribers, type Subscriber } from './notifications/subscribers.js'
 import { sandboxSettings, type SandboxSettings } from './sandbox/settings.js'
 import { operations } from './wechat/operations.js'
-import type { MerchantConfig } from './wechat/profile.js'
+import { KeyError } from './wechat/keys.js'
+import { loadKeys, type MerchantConfig } from './wechat/profile.js'
 import { OPERATION_RETRY_POLICY } from './wechat/retry.js'
 
 /** Time, within the shutdown grace, for the last answers to go out and the process to close. */
@@ -119,16 +120,29 @@ const tokenList = z.string().transform((value, ctx): CallerToken[] => {
 })
 
 /** Callers limited to merchant profiles that do not exist: a start error (the sandbox's profiles are checked too). */
-export function checkCallerMerchants (tokens: CallerToken[], merchants: MerchantConfig[]): void {
+export function callerMerchantProblems (tokens: CallerToken[], merchants: MerchantConfig[]): string[] {
   const names = new Set(merchants.map(m => m.name))
-  const problems = tokens.flatMap(t => (t.merchants ?? []).filter(m => !names.has(m))
+  return tokens.flatMap(t => (t.merchants ?? []).filter(m => !names.has(m))
     .map(m => `GATEWAY_TOKENS: caller ${t.name} is limited to merchant ${m}, which is not a profile of this gateway (known: ${[...names].join(', ')})`))
-  if (problems.length > 0) throw new ConfigError(problems)
+}
+
+/** Each profile's key files read and checked now, so that their problems are listed with every other one. */
+export function keyFileProblems (merchants: MerchantConfig[]): string[] {
+  return merchants.flatMap(config => {
+    try {
+      loadKeys(config)
+      return []
+    } catch (err) {
+      if (err instanceof KeyError) return err.problems
+      throw err
+    }
+  })
 }
 
 /** The single-merchant settings: one profile, named `default`, that serves both kinds of operation. */
 const SINGLE_MERCHANT = ['WECHATPAY_MCHID', 'WECHATPAY_APPID', 'WECHATPAY_MERCHANT_SERIAL', 'WECHATPAY_PRIVATE_KEY_FILE',
-  'WECHATPAY_MERCHANT_CERT_FILE', 'WECHATPAY_PUBLIC_KEY_ID', 'WECHATPAY_PUBLIC_KEY_FILE', 'WECHATPAY_APIV3_KEY', 'WECHATPAY_KEY_MODE'] as const
+  'WECHATPAY_MERCHANT_CERT_FILE', 'WECHATPAY_PUBLIC_KEY_ID', 'WECHATPAY_PUBLIC_KEY_FILE', 'WECHATPAY_APIV3_KEY', 'WECHATPAY_KEY_MODE',
+  'WECHATPAY_MERCHANT_TYPE'] as const
 
 const envSchema = sandboxSettings.extend({
   NODE_ENV: z.string().optional(),
@@ -206,7 +220,7 @@ function resolveSecretFiles (env: Env, problems: string[]): Env {
 type Parsed = z.infer<typeof envSchema>
 
 /** The profile the WECHATPAY_* single-merchant settings describe (what one deployment held before profiles). */
-function singleMerchant (e: Parsed, upstream: Config['upstream'], problems: string[]): MerchantConfig | undefined {
+function singleMerchant (e: Parsed, upstream: Config['upstream'], problems: string[], apiv3KeyFile: string | undefined): MerchantConfig | undefined {
   const before = problems.length
   const required = ['WECHATPAY_MCHID', 'WECHATPAY_MERCHANT_SERIAL', 'WECHATPAY_PRIVATE_KEY_FILE'] as const
   for (const name of required) if (e[name] === undefined) problems.push(`${name} is required in live mode (or WECHATPAY_MERCHANTS_FILE)`)
@@ -236,6 +250,7 @@ function singleMerchant (e: Parsed, upstream: Config['upstream'], problems: stri
     ...(e.WECHATPAY_PUBLIC_KEY_ID !== undefined && { publicKeyId: e.WECHATPAY_PUBLIC_KEY_ID }),
     ...(e.WECHATPAY_PUBLIC_KEY_FILE !== undefined && { publicKeyFile: e.WECHATPAY_PUBLIC_KEY_FILE }),
     ...(e.WECHATPAY_APIV3_KEY !== undefined && { apiv3Key: e.WECHATPAY_APIV3_KEY }),
+    ...(apiv3KeyFile !== undefined && { apiv3KeyFile }),
     baseUrl: upstream.baseUrl,
     ...(upstream.backupBaseUrl !== undefined && { backupBaseUrl: upstream.backupBaseUrl }),
     labels: {
@@ -243,7 +258,7 @@ function singleMerchant (e: Parsed, upstream: Config['upstream'], problems: stri
       merchantCertFile: 'WECHATPAY_MERCHANT_CERT_FILE',
       merchantSerial: 'WECHATPAY_MERCHANT_SERIAL',
       publicKeyFile: 'WECHATPAY_PUBLIC_KEY_FILE',
-      apiv3Key: 'WECHATPAY_APIV3_KEY'
+      apiv3Key: apiv3KeyFile !== undefined ? 'WECHATPAY_APIV3_KEY_FILE' : 'WECHATPAY_APIV3_KEY'
     }
   }
 }
@@ -272,7 +287,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
     } else if (e.WECHATPAY_MERCHANTS_FILE !== undefined) {
       merchants = loadMerchantsFile(e.WECHATPAY_MERCHANTS_FILE, upstream, problems)
     } else {
-      const profile = singleMerchant(e, upstream, problems)
+      const profile = singleMerchant(e, upstream, problems, env.WECHATPAY_APIV3_KEY_FILE)
       if (profile !== undefined) merchants = [profile]
     }
   }
@@ -307,8 +322,11 @@ export function loadConfig (rawEnv: Env = process.env): Config {
   const subscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined
     ? []
     : loadSubscribers(e.NOTIFY_SUBSCRIBERS_FILE, mode === 'live' ? merchants.map(m => m.name) : undefined, problems)
+  if (mode === 'live') {
+    const inFile = (p: string): string => e.WECHATPAY_MERCHANTS_FILE !== undefined ? `WECHATPAY_MERCHANTS_FILE: ${p}` : p
+    problems.push(...callerMerchantProblems(tokens, merchants), ...keyFileProblems(merchants).map(inFile))
+  }
   if (problems.length > 0) throw new ConfigError(problems)
-  if (mode === 'live') checkCallerMerchants(tokens, merchants)
 
   return {
     mode,

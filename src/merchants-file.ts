@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { z } from 'zod'
+import { readApiv3Key } from './wechat/keys.js'
 import type { KeyMode, MerchantConfig } from './wechat/profile.js'
 
 /**
@@ -58,22 +59,6 @@ export function keyModeProblems (where: string, mode: KeyMode | undefined, has: 
   return problems
 }
 
-/** An APIv3 key read from its file: exactly 32 bytes once a trailing newline is dropped. */
-export function readApiv3Key (path: string, label: string, problems: string[]): string | undefined {
-  let key: string
-  try {
-    key = readFileSync(path, 'utf8').replace(/\r?\n$/, '')
-  } catch (err) {
-    problems.push(`${label}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-    return undefined
-  }
-  if (Buffer.byteLength(key) !== 32) {
-    problems.push(`${label}: must hold exactly 32 bytes (the APIv3 key set in the merchant platform), not ${Buffer.byteLength(key)}`)
-    return undefined
-  }
-  return key
-}
-
 function toConfig (json: ProfileJson, index: number, folder: string, defaults: Defaults, problems: string[]): MerchantConfig | undefined {
   const where = `merchants[${index}] (${json.name})`
   const path = (p: string): string => isAbsolute(p) ? p : resolve(folder, p)
@@ -104,6 +89,7 @@ function toConfig (json: ProfileJson, index: number, folder: string, defaults: D
     ...(json.public_key_id !== undefined && { publicKeyId: json.public_key_id }),
     ...(json.public_key_file !== undefined && { publicKeyFile: path(json.public_key_file) }),
     ...(apiv3Key !== undefined && { apiv3Key }),
+    ...(json.apiv3_key_file !== undefined && { apiv3KeyFile: path(json.apiv3_key_file) }),
     baseUrl: json.base_url ?? defaults.baseUrl,
     ...(backupBaseUrl !== undefined && { backupBaseUrl }),
     labels: {

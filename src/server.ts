@@ -3,7 +3,7 @@ import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { createLogger } from './logger.js'
 import { loadMerchantsFile } from './merchants-file.js'
-import { checkCallerMerchants, ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
+import { callerMerchantProblems, ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
 import { NOTIFY_PATH } from './notifications/listener.js'
 import { checkSubscriberMerchants } from './notifications/subscribers.js'
 import { KeyError } from './wechat/keys.js'
@@ -37,10 +37,8 @@ async function main (): Promise<void> {
     // The sandbox's own merchants file, exactly as an operator would point WECHATPAY_MERCHANTS_FILE at it.
     const problems: string[] = []
     const merchants = loadMerchantsFile(sandbox.merchantsFile, { baseUrl: sandbox.url }, problems)
+    problems.push(...callerMerchantProblems(config.auth.tokens, merchants), ...checkSubscriberMerchants(config.notify.subscribers, merchants.map(m => m.name)))
     if (problems.length > 0) throw new ConfigError(problems)
-    checkCallerMerchants(config.auth.tokens, merchants)
-    const subscriberProblems = checkSubscriberMerchants(config.notify.subscribers, merchants.map(m => m.name))
-    if (subscriberProblems.length > 0) throw new ConfigError(subscriberProblems)
     appConfig = { ...config, merchants }
     const { notifier } = sandbox.app.sandbox
     notifySandbox = address => { notifier.url ??= `${address.replace('0.0.0.0', '127.0.0.1')}${NOTIFY_PATH}/{merchant}` }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -108,19 +108,24 @@ t.test('WECHATPAY_MERCHANTS_FILE: profiles, paths relative to the file, every pr
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   await writeFile(join(dir, 'apiv3_key'), 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT\n')
   await writeFile(join(dir, 'short_key'), 'tooShort\n')
-  const direct = { name: 'brand-a', type: 'direct', mchid: '1230000109', appid: 'wxd678efh567hg6787', merchant_serial: '5a3f0c2b9e71d4a8', private_key_file: 'keys/a.pem', public_key_id: 'PUB_KEY_ID_01', public_key_file: '/abs/pub.pem', apiv3_key_file: 'apiv3_key', key_mode: 'public-key' }
+  await mkdir(join(dir, 'keys'))
+  await copyFile(fixture('merchant-test-key.pem'), join(dir, 'keys/a.pem'))
+  await copyFile(fixture('merchant-test-key.pem'), join(dir, 'sp.pem'))
+  const publicKeyFile = fixture('platform-test-pub.pem') // absolute
+  const direct = { name: 'brand-a', type: 'direct', mchid: '1230000109', appid: 'wxd678efh567hg6787', merchant_serial: '5a3f0c2b9e71d4a8', private_key_file: 'keys/a.pem', public_key_id: 'PUB_KEY_ID_01', public_key_file: publicKeyFile, apiv3_key_file: 'apiv3_key', key_mode: 'public-key' }
   const partner = { name: 'sp', type: 'partner', mchid: '1900000100', merchant_serial: 'ABCDEF', private_key_file: 'sp.pem', apiv3_key_file: 'apiv3_key', base_url: 'https://api2.mch.weixin.qq.com/' }
   const file = join(dir, 'merchants.json')
   await writeFile(file, JSON.stringify([direct, partner]))
   const { WECHATPAY_MCHID: _m, WECHATPAY_MERCHANT_SERIAL: _s, WECHATPAY_PRIVATE_KEY_FILE: _p, WECHATPAY_PUBLIC_KEY_ID: _i, WECHATPAY_PUBLIC_KEY_FILE: _f, ...base } = live
   const config = loadConfig({ ...base, WECHATPAY_MERCHANTS_FILE: file, GATEWAY_TOKENS: 'billing:billing-token-0123456789abcdef:*:sp' })
   t.match(config.merchants, [
-    { name: 'brand-a', types: ['direct'], privateKeyFile: join(dir, 'keys/a.pem'), publicKeyFile: '/abs/pub.pem', keyMode: 'public-key', apiv3Key: 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT', merchantSerial: '5A3F0C2B9E71D4A8', baseUrl: 'https://api.mch.weixin.qq.com', labels: { privateKeyFile: 'merchants[0] (brand-a).private_key_file' } },
+    { name: 'brand-a', types: ['direct'], privateKeyFile: join(dir, 'keys/a.pem'), publicKeyFile, keyMode: 'public-key', apiv3Key: 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT', merchantSerial: '5A3F0C2B9E71D4A8', baseUrl: 'https://api.mch.weixin.qq.com', labels: { privateKeyFile: 'merchants[0] (brand-a).private_key_file' } },
     { name: 'sp', types: ['partner'], keyMode: 'certificate', baseUrl: 'https://api2.mch.weixin.qq.com' }
   ])
   t.same(config.auth.tokens, [{ name: 'billing', token: 'billing-token-0123456789abcdef', merchants: ['sp'] }], 'name:token:*:merchants')
 
   t.match(problems({ ...live, WECHATPAY_MERCHANTS_FILE: file }), [/WECHATPAY_MERCHANTS_FILE and the single-merchant settings \(WECHATPAY_MCHID, .*\) are both set/])
+  t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: file, WECHATPAY_MERCHANT_TYPE: 'partner' }), [/WECHATPAY_MERCHANTS_FILE and the single-merchant settings \(WECHATPAY_MERCHANT_TYPE\) are both set/], 'a profile\'s type is said in the file')
   t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: file, GATEWAY_TOKENS: 'billing:billing-token-0123456789abcdef::nobody' }),
     [/caller billing is limited to merchant nobody, which is not a profile of this gateway \(known: brand-a, sp\)/])
   t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'absent.json') }), [/WECHATPAY_MERCHANTS_FILE: cannot read .*absent\.json \(ENOENT\)/])
@@ -145,6 +150,23 @@ t.test('WECHATPAY_MERCHANTS_FILE: profiles, paths relative to the file, every pr
     'WECHATPAY_MERCHANTS_FILE: the name brand-a is used by 2 profiles: each must be unique',
     'WECHATPAY_MERCHANTS_FILE: the merchant id 1230000110 is used by 2 profiles: each must be unique'
   ])
+  // Every problem at once: the file's, the callers', and each profile's key files (read now, not later at start).
+  await writeFile(join(dir, 'keys/wrong.pem'), 'not a key')
+  await writeFile(join(dir, 'rounds.json'), JSON.stringify([
+    { ...direct, mchid: '12ab' },
+    { ...partner, private_key_file: 'keys/missing.pem' },
+    { ...direct, name: 'brand-c', mchid: '1230000111', public_key_file: 'keys/a.pem' },
+    { ...direct, name: 'brand-d', mchid: '1230000112', private_key_file: 'keys/wrong.pem' }
+  ]))
+  const all = problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'rounds.json'), GATEWAY_TOKENS: 'billing:billing-token-0123456789abcdef::nobody' })
+  t.match(all, [
+    /merchants\[0\] \(brand-a\)\.mchid: must be 1-32 digits/,
+    /caller billing is limited to merchant nobody/,
+    /WECHATPAY_MERCHANTS_FILE: merchants\[1\] \(sp\)\.private_key_file: cannot read .*missing\.pem \(ENOENT\)/,
+    /WECHATPAY_MERCHANTS_FILE: merchants\[2\] \(brand-c\)\.public_key_file .*merchant's own public key/,
+    /WECHATPAY_MERCHANTS_FILE: merchants\[3\] \(brand-d\)\.private_key_file: /
+  ])
+  t.equal(all.length, 5)
   await writeFile(join(dir, 'object.json'), '{"merchants":[]}')
   t.match(problems({ ...base, WECHATPAY_MERCHANTS_FILE: join(dir, 'object.json') }), [/must be a JSON list of merchant profiles/])
   await writeFile(join(dir, 'notjson.json'), '[{')

@@ -26,7 +26,8 @@ interface CertificateList {
 export interface CertificateManagerOptions {
   /** Sends the signed `GET /v3/certificates` of this merchant; `keysFor` gives the keys its answer is checked with. */
   fetch: (keysFor: (answer: RawAnswer) => VerificationKeys) => Promise<Exchange>
-  apiv3Key: string
+  /** The merchant's APIv3 key now (it may be rotated). */
+  apiv3Key: () => string
   /** Where the APIv3 key was configured, for messages. */
   apiv3KeyLabel: string
   keys: KeyRing
@@ -115,7 +116,7 @@ export class CertificateManager {
     // The answer must verify with the certificates it delivers (or with a key already trusted, in migration mode).
     let delivered: Map<string, CertificateEntry> | Error = new Map()
     const { answer, verification } = await fetch(raw => {
-      delivered = decryptList(apiv3Key, apiv3KeyLabel, raw)
+      delivered = decryptList(apiv3Key(), apiv3KeyLabel, raw)
       const entries = delivered instanceof Error ? new Map<string, CertificateEntry>() : delivered
       return {
         get: serial => entries.get(serial.toUpperCase())?.key ?? keys.get(serial),

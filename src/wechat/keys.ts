@@ -30,6 +30,17 @@ function read (path: string, setting: string, problems: string[]): string | unde
   }
 }
 
+/** An APIv3 key read from its file: exactly 32 bytes once a trailing newline is dropped. */
+export function readApiv3Key (path: string, setting: string, problems: string[]): string | undefined {
+  const key = read(path, setting, problems)?.replace(/\r?\n$/, '')
+  if (key === undefined) return undefined
+  if (Buffer.byteLength(key) !== 32) {
+    problems.push(`${setting}: must hold exactly 32 bytes (the APIv3 key set in the merchant platform), not ${Buffer.byteLength(key)}`)
+    return undefined
+  }
+  return key
+}
+
 /** The merchant API private key: PKCS#1 or PKCS#8 PEM, RSA of at least 2048 bits. */
 export function loadPrivateKey (path: string, setting: string, problems: string[]): KeyObject | undefined {
   const pem = read(path, setting, problems)

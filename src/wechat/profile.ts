@@ -2,7 +2,7 @@ import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { CertificateManager, NoPlatformCertificates } from './certificates.js'
 import type { Exchange, RawAnswer } from './client.js'
-import { checkMerchantCertificate, exposedFile, KeyError, KeyRing, loadPrivateKey, loadPublicKey, sameKey, type KeyLabels } from './keys.js'
+import { checkMerchantCertificate, exposedFile, KeyError, KeyRing, loadPrivateKey, loadPublicKey, readApiv3Key, sameKey, type KeyLabels } from './keys.js'
 import type { MerchantIdentity } from './signer.js'
 import type { VerificationKeys } from './verifier.js'
 
@@ -36,6 +36,8 @@ export interface MerchantConfig {
   publicKeyFile?: string
   /** The APIv3 key (32 bytes): platform certificates, and notifications in every key mode. */
   apiv3Key?: string
+  /** The file it was read from, if any: re-read with the other key files on reload. */
+  apiv3KeyFile?: string
   baseUrl: string
   backupBaseUrl?: string
   /** Where each key setting came from, for messages. */
@@ -53,6 +55,7 @@ export interface ProfileStatus {
 interface Keys {
   identity: MerchantIdentity
   publicKey?: { id: string, key: KeyObject }
+  apiv3Key?: string
 }
 
 /** The serial of the merchant certificate, when one is configured: it follows the certificate on rotation. */
@@ -79,8 +82,10 @@ export function loadKeys (config: MerchantConfig, serial = config.merchantSerial
       publicKey = { id: config.publicKeyId, key }
     }
   }
+  // Read from its file when it has one (a reload picks up a rotated key); else the configured value.
+  const apiv3Key = config.apiv3KeyFile !== undefined ? readApiv3Key(config.apiv3KeyFile, labels.apiv3Key, problems) : config.apiv3Key
   if (problems.length > 0 || privateKey === undefined) throw new KeyError(problems)
-  return { identity: { mchid: config.mchid, serial, privateKey }, ...(publicKey !== undefined && { publicKey }) }
+  return { identity: { mchid: config.mchid, serial, privateKey }, ...(publicKey !== undefined && { publicKey }), ...(apiv3Key !== undefined && { apiv3Key }) }
 }
 
 export interface CertificateTimings {
@@ -98,6 +103,8 @@ export class MerchantProfile {
   readonly keys: KeyRing
   private current: Keys
   private certificates: CertificateManager | undefined
+  /** The problems of the last reload, if it was refused. */
+  private refused: string[] = []
 
   constructor (readonly config: MerchantConfig) {
     this.name = config.name
@@ -115,6 +122,11 @@ export class MerchantProfile {
     return this.current.identity
   }
 
+  /** The APIv3 key now (notifications, platform certificates); a rotated key file applies after a reload. */
+  apiv3Key (): string | undefined {
+    return this.current.apiv3Key
+  }
+
   /** It can verify WeChat Pay's answers now: a call may be sent. */
   usable (): boolean {
     return !this.keys.isEmpty()
@@ -126,14 +138,17 @@ export class MerchantProfile {
 
   /** Key files that rotate (watched for changes). */
   files (): string[] {
-    const { privateKeyFile, merchantCertFile, publicKeyFile } = this.config
-    return [privateKeyFile, merchantCertFile, publicKeyFile].filter((f): f is string => f !== undefined)
+    const { privateKeyFile, merchantCertFile, publicKeyFile, apiv3KeyFile } = this.config
+    return [privateKeyFile, merchantCertFile, publicKeyFile, apiv3KeyFile].filter((f): f is string => f !== undefined)
   }
 
   /** Warnings about its secret files (readable by other users). */
   warnings (): string[] {
-    const warning = exposedFile(this.config.privateKeyFile, this.config.labels.privateKeyFile)
-    return warning === undefined ? [] : [warning]
+    const { privateKeyFile, apiv3KeyFile, labels } = this.config
+    return [
+      exposedFile(privateKeyFile, labels.privateKeyFile),
+      ...(apiv3KeyFile !== undefined ? [exposedFile(apiv3KeyFile, labels.apiv3Key)] : [])
+    ].filter((w): w is string => w !== undefined)
   }
 
   /**
@@ -145,11 +160,11 @@ export class MerchantProfile {
     refreshed: (serials: string[]) => void
     publicKeyOnly: (why: string) => void
   }, timings: CertificateTimings = {}): Promise<void> {
-    const { apiv3Key, keyMode } = this.config
-    if (keyMode === 'public-key' || apiv3Key === undefined) return
+    const { keyMode } = this.config
+    if (keyMode === 'public-key' || this.apiv3Key() === undefined) return
     const manager = new CertificateManager({
       fetch,
-      apiv3Key,
+      apiv3Key: () => this.apiv3Key() ?? '',
       apiv3KeyLabel: this.config.labels.apiv3Key,
       keys: this.keys,
       ...(timings.refreshMs !== undefined && { intervalMs: timings.refreshMs }),
@@ -172,7 +187,15 @@ export class MerchantProfile {
   /** Re-reads the key files: the new keys apply to the next call; bad files are refused and the old keys kept. */
   reload (): void {
     const serial = this.config.merchantCertFile !== undefined ? certificateSerial(this.config.merchantCertFile) : undefined
-    const fresh = loadKeys(this.config, serial ?? this.current.identity.serial)
+    let fresh: Keys
+    try {
+      fresh = loadKeys(this.config, serial ?? this.current.identity.serial)
+    } catch (err) {
+      // Shown by /readyz until a reload succeeds: the files on disk are not what this profile signs with.
+      this.refused = (err as KeyError).problems ?? [(err as Error).message]
+      throw err
+    }
+    this.refused = []
     if (fresh.publicKey !== undefined && this.config.keyMode !== 'certificate') this.keys.setPublicKey(fresh.publicKey.id, fresh.publicKey.key)
     this.current = fresh
   }
@@ -182,6 +205,7 @@ export class MerchantProfile {
     const usable = this.usable()
     if (!usable) problems.push('no key to verify WeChat Pay\'s answers')
     if (this.certificates !== undefined && !this.certificates.fresh()) problems.push('platform certificates are not fresh')
+    if (this.refused.length > 0) problems.push(`new key files refused, previous keys still in use: ${this.refused.join('; ')}`)
     const expiry = this.keys.nearestCertificateExpiry()
     return { usable, problems, ...(expiry !== undefined && { certificateExpirySeconds: expiry }) }
   }

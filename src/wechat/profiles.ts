@@ -50,8 +50,10 @@ export class MerchantProfiles {
     }
     const named = ofType.find(p => p.mchid === value)
     if (named === undefined) {
-      const other = this.all.find(p => p.mchid === value)
-      const choices = ids(ofType.filter(mayUse))
+      // Only profiles the caller may use are named to it.
+      const other = this.all.find(p => p.mchid === value && mayUse(p))
+      const usable = ofType.filter(mayUse)
+      const choices = usable.length > 0 || allowed === undefined ? ids(usable) : 'none this caller may use'
       return refuse(other !== undefined
         ? `${value} is the profile ${other.name}, not a ${KIND[type]}, which this operation needs; one of ${choices}`
         : `unknown merchant id ${value.slice(0, 32)}: one of ${choices}`)
