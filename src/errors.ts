@@ -36,7 +36,7 @@ export const GATEWAY_ERRORS = {
   INVALID_JSON: entry(400, 'the body is not JSON'),
   BAD_REQUEST: entry(400, 'a malformed HTTP request'),
   UNAUTHORIZED: entry(401, 'no caller token, or an unknown one'),
-  FORBIDDEN: entry(403, 'the caller may not use this operation'),
+  FORBIDDEN: entry(403, 'the caller may not use this operation, or this merchant profile'),
   ROUTE_NOT_FOUND: entry(404, 'no such route'),
   NOTIFICATION_NOT_FOUND: entry(404, 'no such notification in the relay\'s log (operator API)'),
   METHOD_NOT_ALLOWED: entry(405, 'the route exists with another method (`Allow` names it)'),
