@@ -20,6 +20,10 @@ function fail (err: unknown): never {
 }
 
 async function main (): Promise<void> {
+  // A SIGHUP that arrives while starting (a key rotation script, say) must not kill the process: the keys are read
+  // during the start anyway. Replaced by the reload once the gateway runs.
+  let reload = (): void => {}
+  process.on('SIGHUP', () => { reload() })
   const config = loadConfig()
   const logger = createLogger(config.logLevel)
   const closers: Array<() => Promise<void>> = []
@@ -77,7 +81,7 @@ async function main (): Promise<void> {
   })
 
   // Rotated key files are picked up on SIGHUP too (they are also watched).
-  process.on('SIGHUP', () => { app.reloadCredentials() })
+  reload = () => { app.reloadCredentials() }
 
   await app.listen({ host: config.host, port: config.port }).catch((err: NodeJS.ErrnoException) => {
     throw listenError(err, 'PORT', 'HOST', config.host, config.port)

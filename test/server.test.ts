@@ -49,6 +49,20 @@ t.test('sandbox mode on a fresh folder: banner, warnings, routes answer; SIGHUP 
   t.equal(await server.exited, 0)
 })
 
+t.test('a SIGHUP while starting does not stop the start', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gw-server-hup-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const server = start(t, { SANDBOX_DIR: dir })
+  // The banner is logged once the sandbox runs, before the gateway is built and listens.
+  for (let i = 0; i < 500 && !server.out.some(l => l.includes('SANDBOX MODE')); i++) await new Promise(resolve => setTimeout(resolve, 10))
+  server.child.kill('SIGHUP')
+  const url = await server.listening
+  t.equal((await post(url, '/contracts/1/fail-notify', {})).statusCode, 204, 'started and serving')
+  t.equal(server.child.exitCode, null)
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+})
+
 t.test('a port in use: the setting to change, exit 1', async t => {
   const busy = createServer().listen(0, '127.0.0.1')
   await new Promise(resolve => busy.once('listening', resolve))
