@@ -4,7 +4,7 @@ import { impliedKeyMode, keyModeProblems, loadMerchantsFile } from './merchants-
 import { loadSubscribers, type Subscriber } from './notifications/subscribers.js'
 import { sandboxSettings, type SandboxSettings } from './sandbox/settings.js'
 import { operations } from './wechat/operations.js'
-import { KeyError } from './wechat/keys.js'
+import { exposedFile, KeyError } from './wechat/keys.js'
 import { loadKeys, type MerchantConfig } from './wechat/profile.js'
 import { OPERATION_RETRY_POLICY } from './wechat/retry.js'
 
@@ -36,6 +36,8 @@ export interface CallerToken {
 }
 
 export interface Config {
+  /** Worth an operator's look, not worth refusing to start: logged at start. */
+  warnings?: string[]
   mode: 'live' | 'sandbox'
   host: string
   port: number
@@ -198,7 +200,7 @@ const envSchema = sandboxSettings.extend({
 type Env = Record<string, string | undefined>
 
 /** Replaces `NAME_FILE` by the file's content for secret settings; both set is an error. */
-function resolveSecretFiles (env: Env, problems: string[]): Env {
+function resolveSecretFiles (env: Env, problems: string[], warnings: string[]): Env {
   // Empty strings mean "not set" (Compose writes `FOO=` for unset variables).
   const out: Env = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== ''))
   for (const name of SECRET_SETTINGS) {
@@ -210,6 +212,8 @@ function resolveSecretFiles (env: Env, problems: string[]): Env {
     }
     try {
       out[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+      const exposed = exposedFile(file, `${name}_FILE`)
+      if (exposed !== undefined) warnings.push(exposed)
     } catch (err) {
       problems.push(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     }
@@ -265,7 +269,8 @@ function singleMerchant (e: Parsed, upstream: Config['upstream'], problems: stri
 
 export function loadConfig (rawEnv: Env = process.env): Config {
   const problems: string[] = []
-  const env = resolveSecretFiles(rawEnv, problems)
+  const warnings: string[] = []
+  const env = resolveSecretFiles(rawEnv, problems, warnings)
   const parsed = envSchema.safeParse(env)
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`)
@@ -322,6 +327,14 @@ export function loadConfig (rawEnv: Env = process.env): Config {
   const subscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined
     ? []
     : loadSubscribers(e.NOTIFY_SUBSCRIBERS_FILE, mode === 'live' ? merchants.map(m => m.name) : undefined, problems)
+  // It may hold subscribers' secrets inline.
+  const exposedSubscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined ? undefined : exposedFile(e.NOTIFY_SUBSCRIBERS_FILE, 'NOTIFY_SUBSCRIBERS_FILE')
+  if (exposedSubscribers !== undefined) warnings.push(exposedSubscribers)
+  // Credentials without live mode are easy to miss: the calls would go to the simulator.
+  if (mode === 'sandbox' && (e.WECHATPAY_MERCHANTS_FILE !== undefined || single.length > 0)) {
+    const ignored = [...(e.WECHATPAY_MERCHANTS_FILE !== undefined ? ['WECHATPAY_MERCHANTS_FILE'] : []), ...single]
+    warnings.push(`sandbox mode ignores ${ignored.join(', ')}: calls go to the built-in simulator with its own merchants. Set WECHATPAY_MODE=live (or NODE_ENV=production) to use them`)
+  }
   if (mode === 'live') {
     const inFile = (p: string): string => e.WECHATPAY_MERCHANTS_FILE !== undefined ? `WECHATPAY_MERCHANTS_FILE: ${p}` : p
     problems.push(...callerMerchantProblems(tokens, merchants), ...keyFileProblems(merchants).map(inFile))
@@ -329,6 +342,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
   if (problems.length > 0) throw new ConfigError(problems)
 
   return {
+    warnings,
     mode,
     host: e.HOST,
     port: e.PORT,

@@ -26,6 +26,7 @@ async function main (): Promise<void> {
   process.on('SIGHUP', () => { reload() })
   const config = loadConfig()
   const logger = createLogger(config.logLevel)
+  for (const warning of config.warnings ?? []) logger.warn(warning)
   const closers: Array<() => Promise<void>> = []
 
   let appConfig: AppConfig = config

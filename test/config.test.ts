@@ -192,3 +192,18 @@ t.test('Redis and Idempotency-Key settings: a key outlives the longest call; a h
   t.match(problems({ IDEMPOTENCY_TTL_S: '1' }), [/IDEMPOTENCY_TTL_S \(1\) must be at least 18: an Idempotency-Key must outlive the longest call \(13000 ms\)/])
   t.same(problems({ IDEMPOTENCY_TTL_S: '18' }), [])
 })
+
+t.test('warnings: secret files others may read; credentials that sandbox mode ignores', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gw-warn-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, 'tokens'), 'billing:billing-token-0123456789abcdef\n', { mode: 0o644 })
+  await writeFile(join(dir, 'redis'), 'redis://:secret@redis:6379\n', { mode: 0o600 })
+  const { GATEWAY_TOKENS: _, ...rest } = live
+  const warnings = loadConfig({ ...rest, GATEWAY_TOKENS_FILE: join(dir, 'tokens'), REDIS_URL_FILE: join(dir, 'redis') }).warnings
+  t.match(warnings, [/GATEWAY_TOKENS_FILE: .*tokens can be read by other users \(mode 0644\); chmod 600 it/])
+  t.equal(warnings?.length, 1, 'a file only its owner reads is fine')
+  t.notMatch(JSON.stringify(warnings), /billing-token|secret@/, 'never its content')
+  t.match(loadConfig({ WECHATPAY_MCHID: '1230000109', WECHATPAY_MERCHANTS_FILE: '/m.json' }).warnings,
+    [/sandbox mode ignores WECHATPAY_MERCHANTS_FILE, WECHATPAY_MCHID: calls go to the built-in simulator .* Set WECHATPAY_MODE=live/])
+  t.same(loadConfig({}).warnings, [])
+})
