@@ -138,6 +138,13 @@ export const upstreamError = {
     `WeChat Pay could not be reached: ${why}`, { outcome }),
   timeout: (ms: number) => gatewayError('UPSTREAM_TIMEOUT',
     `WeChat Pay did not answer within ${ms} ms; the operation may or may not have been carried out`),
+  /**
+   * A query that got no answer after its retries: timed out (`why` undefined) or unreachable. A query changes
+   * nothing at WeChat Pay, so there is nothing to settle: it can simply be asked again.
+   */
+  readFailed: (why: string | undefined, attempts: number, ms: number, outcome: Outcome) => why === undefined
+    ? gatewayError('UPSTREAM_TIMEOUT', `WeChat Pay did not answer the query in time (${attempts} attempt${attempts > 1 ? 's' : ''} in ${Math.round(ms)} ms); a query changes nothing at WeChat Pay: ask again later`)
+    : gatewayError('UPSTREAM_UNAVAILABLE', `WeChat Pay could not be reached: ${why} (${attempts} attempt${attempts > 1 ? 's' : ''}); a query changes nothing at WeChat Pay: ask again later`, { outcome }),
   signatureInvalid: (why: string, extra?: Record<string, unknown>) => gatewayError('UPSTREAM_SIGNATURE_INVALID',
     `The answer from WeChat Pay failed signature verification (${why}); its outcome is unknown`, { reason: why, ...extra }),
   badResponse: (why: string) => gatewayError('UPSTREAM_BAD_RESPONSE', `WeChat Pay answered in an unexpected way: ${why}`)

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import type { SandboxMerchant } from '../src/sandbox/merchants.js'
 import { signatureHeaders, signingKey } from '../src/sandbox/protocol.js'
+import { loadConfig } from '../src/config.js'
 import { operations, upstreamTarget, type ReadOperation } from '../src/wechat/operations.js'
 import { auth, testGateway, TOKENS, vectors } from './helpers.js'
 
@@ -159,6 +160,60 @@ t.test('reads are retried on every transient failure, operations only when WeCha
   await arm('RESET', 'payscorePartnerCollect')
   const lost = await app.inject(pay('r-op'))
   t.match(lost.json(), { code: 'UPSTREAM_UNAVAILABLE', detail: { outcome: 'unknown' } }, 'an operation is not')
+})
+
+t.test('with the default timeout, a query that timed out is sent again within the call\'s deadline', async t => {
+  // WECHATPAY_TIMEOUT_MS's default (10 s), not the tests' 2 s: the first attempt ends past the 3 s in which an
+  // operation's retry may start, and a read is still retried.
+  const timeoutMs = loadConfig({}).upstream.timeoutMs
+  const { app, sandbox, logs } = await testGateway(t, { wechat: { timeoutMs } })
+  await fetch(`${sandbox.url}/sandbox/faults`, { method: 'POST', body: JSON.stringify({ fault: 'SLOW', operation: 'payscorePartnerQuery', delay_ms: timeoutMs + 500 }) })
+  const started = performance.now()
+  const res = await app.inject(byOrderNo('slow-1'))
+  const took = performance.now() - started
+  t.equal(res.statusCode, 200, 'the second attempt answered')
+  t.match(res.json(), { out_order_no: 'slow-1', state: 'DOING' })
+  t.equal(sandbox.app.sandbox.requests.filter(r => r.operation === 'payscorePartnerQuery').length, 2, 'two upstream GETs')
+  t.match(logs.find('operation').at(-1), { status: 200, upstream: { attempts: 2, retried: ['TIMEOUT'] } })
+  t.ok(took >= timeoutMs && took < app.wechat.maxCallMs, `within the longest call (${Math.round(took)} ms < ${app.wechat.maxCallMs} ms)`)
+})
+
+t.test('a query that keeps timing out: retried until the call\'s deadline, then a 504 worded for a read', async t => {
+  // 1.5 s attempts: the third starts past the 3 s budget of operations, and is cut to what is left of 1.5 s + 3 s.
+  const { app, sandbox, logs } = await testGateway(t, { wechat: { timeoutMs: 1500 } })
+  await fetch(`${sandbox.url}/sandbox/faults`, { method: 'POST', body: JSON.stringify({ fault: 'SLOW', times: 3, operation: 'payscorePartnerQuery', delay_ms: 5000 }) })
+  const started = performance.now()
+  const res = await app.inject(byOrderNo('slow-2'))
+  const took = performance.now() - started
+  t.equal(res.statusCode, 504)
+  t.match(res.json(), { code: 'UPSTREAM_TIMEOUT', message: /query/ })
+  t.notMatch(res.json().message, /carried out/, 'a query carries nothing out')
+  t.match(logs.find('operation').at(-1), { upstream: { attempts: 3, retried: ['TIMEOUT', 'TIMEOUT'] } })
+  t.ok(took < app.wechat.maxCallMs + 250, `bounded by the longest call (${Math.round(took)} ms, ${app.wechat.maxCallMs} ms)`)
+
+  // A reset is worded for a read too.
+  await fetch(`${sandbox.url}/sandbox/faults`, { method: 'POST', body: JSON.stringify({ fault: 'RESET', times: 3, operation: 'payscorePartnerQuery' }) })
+  const reset = await app.inject(byOrderNo('slow-3'))
+  t.match(reset.json(), { code: 'UPSTREAM_UNAVAILABLE', message: /query/ })
+  t.notMatch(reset.json().message, /carried out/)
+})
+
+t.test('a query\'s audit line names what was asked: its validated query string', async t => {
+  const { app, logs } = await testGateway(t)
+  t.equal((await app.inject(byOrderNo('audit-1'))).statusCode, 200)
+  t.match(logs.find('operation').at(-1), {
+    operation: 'payscorePartnerQuery', merchant: 'partner', status: 200, params: {},
+    query: { service_id: SERVICE, out_order_no: 'audit-1', sub_mchid: '1900000109' }
+  })
+  await app.inject({ method: 'GET', url: '/papay/sign/partner/contracts/plan-id/12535/out-contract-code/c-9?sub_mchid=12345512', headers: auth() })
+  t.match(logs.find('operation').at(-1), { operation: 'partnerPapayContractQuery', params: { plan_id: '12535', out_contract_code: 'c-9' }, query: { sub_mchid: '12345512' } })
+  // What failed validation is not repeated in the log: only the fields of a valid query are.
+  t.equal((await app.inject(orderQuery(`service_id=${SERVICE}&out_order_no=a&sub_mchid=1900000109&junk=x`))).statusCode, 400)
+  t.notOk('query' in (logs.find('operation').at(-1) ?? {}), 'a refused query string is not logged')
+  // Operations log their path parameters, as before, and no query.
+  t.equal((await app.inject(pay('audit-1'))).statusCode, 204)
+  t.notOk('query' in (logs.find('operation').at(-1) ?? {}))
+  t.match(logs.find('operation').at(-1), { operation: 'payscorePartnerCollect', params: { out_order_no: 'audit-1' } })
 })
 
 t.test('a 200 without a field callers rely on is UPSTREAM_BAD_RESPONSE; other differences are passed on', async t => {

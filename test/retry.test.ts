@@ -1,5 +1,5 @@
 import t from 'tap'
-import { OPERATION_RETRY_POLICY, READ_RETRY_POLICY, retryDelayMs, retryReason } from '../src/wechat/retry.js'
+import { OPERATION_RETRY_POLICY, READ_RETRY_POLICY, retryDelayMs, retryMayStart, retryReason } from '../src/wechat/retry.js'
 import { auth, freePort, testGateway, testSandbox } from './helpers.js'
 
 const json = { 'content-type': 'application/json' }
@@ -95,6 +95,18 @@ t.test('retry policy: what is sent again, full jitter, Retry-After', async t => 
   t.equal(retryDelayMs(op, 10, undefined, () => 1), 1000, 'capped')
   t.equal(retryDelayMs(op, 1, '0.2'), 200, 'Retry-After is honoured')
   t.equal(retryDelayMs(op, 1, '30'), 1000, 'up to the cap')
+})
+
+t.test('when a retry may start: operations within the budget, reads while the call\'s deadline leaves a useful attempt', async t => {
+  const read = READ_RETRY_POLICY
+  t.equal(read.budgetMs, OPERATION_RETRY_POLICY.budgetMs, 'one deadline for both: the longest call (maxCallMs) holds for reads too')
+  t.ok(retryMayStart(OPERATION_RETRY_POLICY, 3000, 10_000))
+  t.notOk(retryMayStart(OPERATION_RETRY_POLICY, 10_050, 10_000), 'an operation timed out with the default timeout is not retried')
+  t.ok(retryMayStart(read, 10_050, 10_000), 'a read timed out with the default timeout is: ~3 s of its 13 s deadline left')
+  t.ok(retryMayStart(read, 12_000, 10_000), 'at least 1 s left')
+  t.notOk(retryMayStart(read, 12_001, 10_000), 'less than 1 s left: not worth an attempt')
+  t.ok(retryMayStart(read, 3000, 200), 'short attempts: one whole attempt must fit')
+  t.notOk(retryMayStart(read, 3001, 200))
 })
 
 t.test('a misbehaving upstream: cut-off body, unsigned odd detail, proxy HTML — each sent once, none claimed as not executed', async t => {

@@ -18,6 +18,11 @@ declare module 'fastify' {
     upstream: CallTrace | null
     /** The merchant profile the call uses (chosen before rate limits and idempotency). */
     profile: MerchantProfile | null
+    /**
+     * A query's validated query string, for its audit line: the fields that name what was asked (order number or
+     * query_id, service, sub-merchant). Only once valid: a refused query string is not repeated in the log.
+     */
+    auditQuery: Record<string, unknown> | null
   }
 }
 
@@ -30,10 +35,16 @@ const WECHAT_PASSED: Record<number, string> = {
   502: 'WeChat Pay\'s verified 5xx (`SYSTEM_ERROR`...) and `SIGN_ERROR`, outcome `not_executed`'
 }
 
-/** Every error status an operation can answer, documented from the catalogue (src/errors.ts), with an example. */
-function errorResponses () {
+/** Not the answer of any operation or query: another route, or another method. */
+const NOT_ROUTE_ERRORS = new Set<GatewayCode>(['ROUTE_NOT_FOUND', 'METHOD_NOT_ALLOWED', 'NOTIFICATION_NOT_FOUND'])
+/** What a query cannot answer: Fastify never reads a GET's body, and a query takes no Idempotency-Key. */
+const NOT_FOR_GET = new Set<GatewayCode>(['INVALID_JSON', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'IDEMPOTENCY_IN_PROGRESS',
+  'IDEMPOTENCY_OUTCOME_UNKNOWN', 'IDEMPOTENCY_KEY_REUSED', 'IDEMPOTENCY_STORE_UNAVAILABLE', 'IDEMPOTENCY_STORE_FULL'])
+
+/** Every error status a route of `method` can answer, documented from the catalogue (src/errors.ts), with an example. */
+function errorResponses (method: Operation['method']) {
   const own = (Object.entries(GATEWAY_ERRORS) as Array<[GatewayCode, CatalogueEntry]>)
-    .filter(([code]) => code !== 'ROUTE_NOT_FOUND' && code !== 'METHOD_NOT_ALLOWED' && code !== 'NOTIFICATION_NOT_FOUND')
+    .filter(([code]) => !NOT_ROUTE_ERRORS.has(code) && (method === 'POST' || !NOT_FOR_GET.has(code)))
   const statuses = [...new Set([...own.map(([, e]) => e.status), ...Object.keys(WECHAT_PASSED).map(Number)])].sort((a, b) => a - b)
   return Object.fromEntries(statuses.map(status => {
     const codes = own.filter(([, e]) => e.status === status)
@@ -45,7 +56,7 @@ function errorResponses () {
   }))
 }
 
-const ERROR_RESPONSES = errorResponses()
+const ERROR_RESPONSES = { POST: errorResponses('POST'), GET: errorResponses('GET') }
 
 const requestId = z.string().optional().describe('可选请求ID，用于日志关联 / Optional request id (A-Z a-z 0-9 . _ : -, up to 128), e.g. `billing-7f3a9c`: echoed and on every log line; another value is replaced (and logged)')
 
@@ -67,7 +78,7 @@ function writeSchema (op: WriteOperation) {
     body: callerBody(op).meta({ example: op.example.body }),
     response: {
       [op.successStatus]: z.null().describe('WeChat Pay accepted the request (verified answer, no body)'),
-      ...ERROR_RESPONSES
+      ...ERROR_RESPONSES.POST
     }
   }
 }
@@ -80,7 +91,7 @@ function readSchema (op: ReadOperation) {
     querystring: callerQuery(op),
     response: {
       [op.successStatus]: op.answer.describe('WeChat Pay\'s verified answer, passed on as it is (fields WeChat adds included)'),
-      ...ERROR_RESPONSES
+      ...ERROR_RESPONSES.GET
     }
   }
 }
@@ -93,6 +104,7 @@ function readSchema (op: ReadOperation) {
 const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLimit'] }> = async (app, opts) => {
   app.decorateRequest('upstream', null)
   app.decorateRequest('profile', null)
+  app.decorateRequest('auditQuery', null)
   // An empty body is an empty object: `curl -X POST` with no data works where every field is optional.
   const parseJson = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
@@ -107,6 +119,8 @@ const operationRoutes: FastifyPluginAsyncZod<{ rateLimit: LimitsOptions['rateLim
   app.addHook('preHandler', async request => {
     const op = byId.get(request.routeOptions.config.operation ?? '') as Operation
     const from = op.method === 'GET' ? 'querystring' : 'body'
+    // preHandler: the query string passed its schema.
+    if (from === 'querystring') request.auditQuery = request.query as Record<string, unknown>
     const value = (from === 'body' ? request.body : request.query) as Record<string, unknown>
     const profile = app.merchants.select({
       type: op.merchant.type,

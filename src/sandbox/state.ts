@@ -92,6 +92,9 @@ export class SandboxState {
    * query_id is WeChat's id of no order: 404, as for an order of another sub-merchant.
    */
   order (ref: OrderRef): PayscoreOrder | WechatError {
+    // [UNCONFIRMED] the query's answer for an unknown order: the official page's error table could not be read. The
+    // code and message are those a community thread and WeChat's knowledge base report; 404 is the status of
+    // ORDER_NOT_EXIST in WeChat's general status table. The gateway reads any 404 as "not found" either way.
     const notFound = fail(404, 'ORDER_NOT_EXIST', '查询单据不存在')
     if (ref.query_id !== undefined) {
       const found = [...this.orders.values()].find(o => o.query_id === ref.query_id)
@@ -211,9 +214,13 @@ export class SandboxState {
     }
     if (window) {
       const hour = (this.now().getUTCHours() + 8) % 24
-      // [UNCONFIRMED] the code of a notice outside the window: RULE_LIMIT (业务规则限制), the documented code for a business rule.
+      // [UNCONFIRMED] the code and status of a notice outside the window: RULE_LIMIT (业务规则限制), the documented code
+      // for a business rule, with 400, where WeChat's status table puts refusals of a business rule (the one page
+      // found that lists RULE_LIMIT, for another API, says 403: docs/wechatpay.md §9). Callers get WeChat's status either way.
       if (hour < 7 || hour >= 22) return fail(400, 'RULE_LIMIT', '为了不打扰用户，商户只能在北京时间每天 7:00~22:00 调用预扣费通知')
     }
+    // A repeated notice is accepted like the first: WeChat Pay's answer to a repeat (RESOURCE_ALREADY_EXISTS?), its
+    // status and what counts as a repeat are [UNCONFIRMED], so it is not simulated (docs/wechatpay.md §6.2).
     contract.notices++
     return undefined
   }

@@ -6,7 +6,7 @@ import { NAME, VERSION } from '../version.js'
 import { MemoryNonces, type NonceStore } from './nonces.js'
 import type { MerchantProfile } from './profile.js'
 import { answerProblem, upstreamTarget, type Operation } from './operations.js'
-import { CONNECT_ERRORS, OPERATION_RETRY_POLICY, retryDelayMs, retryReason, type AttemptOutcome, type RetryPolicy } from './retry.js'
+import { CONNECT_ERRORS, OPERATION_RETRY_POLICY, retryDelayMs, retryMayStart, retryReason, type AttemptOutcome, type RetryPolicy } from './retry.js'
 import { signRequest } from './signer.js'
 import { headerValue, isSigned, SIGNATURE_HEADERS, verifyResponse, type VerificationKeys, type VerificationResult } from './verifier.js'
 
@@ -181,8 +181,8 @@ export class WechatPayClient {
   }
 
   /**
-   * The longest a call can take, every attempt and failover included: a retry may start until the policy's budget
-   * runs out, and then has one attempt's time. Enforced: each attempt's time is cut to what is left.
+   * The longest a call can take, every attempt and failover included: the policy's budget and one attempt's time
+   * (reads and operations have the same budget: retry.ts). Enforced: each attempt's time is cut to what is left.
    */
   get maxCallMs (): number {
     return this.retry.budgetMs + this.options.timeoutMs
@@ -278,7 +278,7 @@ export class WechatPayClient {
         // A host that could not be connected to is left for the other one at once; anything else waits its turn.
         const failover = last.outcome.kind === 'not_sent' && upstreams.length > 1
         const delay = failover ? 0 : retryDelayMs(policy, attempt, last.outcome.kind === 'answered' ? last.outcome.retryAfter : undefined)
-        if (performance.now() + delay - startedAt > policy.budgetMs) break
+        if (!retryMayStart(policy, performance.now() + delay - startedAt, this.options.timeoutMs)) break
         if (failover) host = (host + 1) % upstreams.length
         retried.push(reason)
         if (delay > 0) await sleep(delay, undefined, signal !== undefined ? { signal } : {}).catch(() => {})
@@ -290,7 +290,7 @@ export class WechatPayClient {
       if (retried.length > 0) trace.retried = retried
     }
     if (last.exchange !== undefined) return last.exchange
-    throw this.transportError(last.error, last.outcome)
+    throw this.transportError(last.error, last.outcome, policy.idempotent ? trace : undefined)
   }
 
   /** Verifies an answer to `profile`, and refuses one whose nonce was already accepted (a replay: nonces.ts). */
@@ -363,10 +363,14 @@ export class WechatPayClient {
     return this.options.now?.() ?? Date.now()
   }
 
-  private transportError (err: unknown, outcome: AttemptOutcome): GatewayError {
-    if (outcome.kind === 'lost' && outcome.reason === 'TIMEOUT') return upstreamError.timeout(this.options.timeoutMs)
+  /** No answer: a read (`read`: its trace) is worded as one, since a query carries nothing out. */
+  private transportError (err: unknown, outcome: AttemptOutcome, read?: CallTrace): GatewayError {
+    const timedOut = outcome.kind === 'lost' && outcome.reason === 'TIMEOUT'
     const reason = outcome.kind === 'answered' ? String(outcome.status) : outcome.reason
-    return upstreamError.unavailable(reason !== '' ? reason : (err as Error).message, outcome.kind === 'not_sent' ? 'not_executed' : 'unknown')
+    const why = reason !== '' ? reason : (err as Error).message
+    if (read !== undefined) return upstreamError.readFailed(timedOut ? undefined : why, read.attempts ?? 1, read.ms ?? 0, outcome.kind === 'not_sent' ? 'not_executed' : 'unknown')
+    if (timedOut) return upstreamError.timeout(this.options.timeoutMs)
+    return upstreamError.unavailable(why, outcome.kind === 'not_sent' ? 'not_executed' : 'unknown')
   }
 }
 

@@ -190,8 +190,15 @@ const planId = z.string().regex(/^[1-9][0-9]{0,18}$/, 'must be a positive intege
 const outContractCode = z.string().regex(/^[0-9A-Za-z_\-|*]{1,32}$/, 'must be 1-32 characters of 0-9 A-Z a-z _ - | *')
   .describe('商户签约协议号 / The merchant\'s own contract code, given at signing').meta({ example: '1023658866' })
 
-const fen = (what: string) => z.int().describe(`${what}，单位分 / ${what}, in fen (分)`)
+const fen = (zh: string, en: string) => z.int().describe(`${zh}，单位分 / ${en}, in fen (分)`)
 const text = (zh: string, en: string) => z.string().describe(`${zh} / ${en}`)
+const count = (zh: string, en: string) => z.int().describe(`${zh} / ${en}`)
+
+/*
+ * Answer schemas document WeChat Pay's answers; only the fields in an operation's `relied` are checked (and required
+ * in the OpenAPI document). Every other field, nested ones included, is optional: the gateway passes an answer
+ * without it, so the document must not promise it.
+ */
 
 const contractStates = ['SIGNED', 'TERMINATED', 'SIGN_FAILED', 'TO_BE_RENEWED'] as const
 const contractCommon = {
@@ -205,14 +212,14 @@ const contractCommon = {
   contract_signed_time: text('签约时间（RFC 3339）', 'signed at (RFC 3339)').optional(),
   contract_expired_time: text('协议到期时间（RFC 3339）', 'expires at (RFC 3339)').optional(),
   contract_terminate_info: z.looseObject({
-    contract_termination_mode: text('解约方式', 'how it ended: USER_TERMINATE, MCH_API_TERMINATE, ...'),
-    contract_terminated_time: text('解约时间（RFC 3339）', 'ended at (RFC 3339)'),
+    contract_termination_mode: text('解约方式', 'how it ended: USER_TERMINATE, MCH_API_TERMINATE, ...').optional(),
+    contract_terminated_time: text('解约时间（RFC 3339）', 'ended at (RFC 3339)').optional(),
     contract_termination_remark: text('解约备注', 'remark').optional()
   }).optional().describe('解约信息 / Termination, once TERMINATED'),
   out_user_code: text('商户侧用户标识', 'merchant\'s user code').optional(),
   deduct_schedule: z.looseObject({
-    estimated_deduct_date: text('预计扣费日期（yyyy-MM-dd）', 'estimated deduction date'),
-    schedule_state: text('预约状态', 'NO_SCHEDULED | SCHEDULED | PAID | EXPIRED')
+    estimated_deduct_date: text('预计扣费日期（yyyy-MM-dd）', 'estimated deduction date').optional(),
+    schedule_state: text('预约状态', 'NO_SCHEDULED | SCHEDULED | PAID | EXPIRED').optional()
   }).optional().describe('预约扣费信息 / Scheduled deduction (scheduled-deduction plans only)')
 }
 
@@ -234,40 +241,86 @@ const payscoreQuery: ReadOperation = {
     // [UNCONFIRMED] optional on the official page, required in the spec used by the SDKs: always sent.
     service_id: serviceId,
     out_order_no: outOrderNo.optional(),
-    // WeChat's own id, handed to the merchant's front end (up to 512 characters; charset not documented: printable
-    // ASCII, percent-encoded as it is sent and signed).
+    // WeChat's own id, handed to the merchant's front end (up to 512 characters). [UNCONFIRMED] its charset: neither
+    // the official page nor the SDKs' spec says; any printable ASCII is taken, percent-encoded as sent and signed.
     query_id: z.string().regex(/^[\x21-\x7e]{1,512}$/, 'must be 1-512 printable ASCII characters').optional()
       .describe('微信支付服务订单查询ID（与 out_order_no 二选一）/ WeChat\'s query id, instead of out_order_no'),
     sub_mchid: merchantId('子商户号', 'sub-merchant id', '1900000109')
   }),
   oneOf: ['out_order_no', 'query_id'],
   upstreamQuery: ['service_id', 'out_order_no', 'query_id', 'sub_mchid'],
+  // The fields of the official page and of the spec the SDKs use (docs/wechatpay.md §7.1); WeChat's spec marks more
+  // of them required than `relied`, but only those are checked.
   answer: z.looseObject({
     out_order_no: text('商户服务订单号', 'merchant service order number'),
     service_id: text('支付分服务ID', 'PayScore service id'),
-    appid: text('服务商AppID', 'the service provider\'s AppID'),
+    appid: text('服务商AppID', 'the service provider\'s AppID').optional(),
     mchid: text('服务商商户号', 'the service provider\'s merchant id'),
     sub_appid: text('子商户AppID', 'sub-merchant AppID').optional(),
     sub_mchid: text('子商户号', 'sub-merchant id').optional(),
-    service_introduction: text('服务信息', 'service description'),
+    service_introduction: text('服务信息', 'service description').optional(),
     state: z.string().describe('订单状态 / Order state: CREATED | DOING | DONE | REVOKED | EXPIRED (the last three are final)')
       .meta({ example: 'DONE' }),
     state_description: text('订单状态说明（仅 DOING）', 'only while DOING: USER_CONFIRM | MCH_COMPLETE').optional(),
-    total_amount: fen('总金额').optional(),
+    post_payments: z.array(z.looseObject({
+      name: text('付费项目名称', 'item name').optional(),
+      amount: fen('金额', 'amount').optional(),
+      description: text('付费说明', 'description').optional(),
+      count: count('付费数量', 'quantity').optional()
+    })).optional().describe('后付费项目 / Items paid after the service'),
+    post_discounts: z.array(z.looseObject({
+      name: text('优惠名称', 'discount name').optional(),
+      description: text('优惠说明', 'description').optional(),
+      amount: fen('优惠金额', 'amount').optional(),
+      count: count('优惠数量', 'quantity').optional()
+    })).optional().describe('后付费商户优惠 / The merchant\'s discounts'),
+    risk_fund: z.looseObject({
+      name: text('风险金名称', 'name, e.g. DEPOSIT').optional(),
+      amount: fen('风险金额', 'amount').optional(),
+      description: text('风险说明', 'description').optional()
+    }).optional().describe('订单风险金 / Risk fund of the order'),
+    total_amount: fen('总金额', 'total amount').optional(),
     need_collection: z.boolean().describe('是否需要收款 / Whether PayScore collects the money').optional(),
     collection: z.looseObject({
-      state: z.string().describe('收款状态 / Collection state: USER_PAYING (still owed) | USER_PAID (collected)'),
-      total_amount: fen('总金额').optional(),
-      paying_amount: fen('待收金额').optional(),
-      paid_amount: fen('已收金额').optional(),
+      state: z.string().describe('收款状态 / Collection state: USER_PAYING (still owed) | USER_PAID (collected)').optional(),
+      total_amount: fen('总金额', 'total amount').optional(),
+      paying_amount: fen('待收金额', 'still owed').optional(),
+      paid_amount: fen('已收金额', 'collected').optional(),
       details: z.array(z.looseObject({
         seq: z.int().describe('收款序号 / Sequence number').optional(),
-        amount: fen('单笔收款金额').optional(),
+        amount: fen('单笔收款金额', 'amount of this collection').optional(),
         paid_type: text('收款成功渠道', 'NEWTON (PayScore) | MCH (merchant)').optional(),
         paid_time: text('收款成功时间（yyyyMMddHHmmss）', 'paid at (yyyyMMddHHmmss)').optional(),
-        transaction_id: text('微信支付交易单号', 'WeChat Pay transaction id').optional()
+        transaction_id: text('微信支付交易单号', 'WeChat Pay transaction id').optional(),
+        promotion_detail: z.array(z.looseObject({
+          coupon_id: text('券ID', 'coupon id').optional(),
+          name: text('优惠名称', 'name').optional(),
+          scope: text('优惠范围', 'scope, e.g. GLOBAL').optional(),
+          type: text('优惠类型', 'type, e.g. CASH').optional(),
+          amount: fen('优惠券面额', 'coupon amount').optional(),
+          stock_id: text('活动ID', 'stock (campaign) id').optional(),
+          wechatpay_contribute: fen('微信出资', 'funded by WeChat Pay').optional(),
+          merchant_contribute: fen('商户出资', 'funded by the merchant').optional(),
+          other_contribute: fen('其他出资', 'funded by others').optional(),
+          currency: text('优惠币种', 'currency').optional(),
+          goods_detail: z.array(z.looseObject({})).optional().describe('单品列表 / Goods the discount applies to')
+        })).optional().describe('优惠信息 / Discounts applied to this collection')
       })).optional().describe('收款明细 / Each collection')
     }).optional().describe('收款信息 / Collection'),
+    time_range: z.looseObject({
+      start_time: text('服务开始时间（yyyyMMddHHmmss）', 'service start (yyyyMMddHHmmss; also yyyyMMdd or OnAccept)').optional(),
+      start_time_remark: text('服务开始时间备注', 'remark').optional(),
+      end_time: text('服务结束时间（yyyyMMddHHmmss）', 'service end (yyyyMMddHHmmss)').optional(),
+      end_time_remark: text('服务结束时间备注', 'remark').optional()
+    }).optional().describe('服务时间 / Service period'),
+    location: z.looseObject({
+      start_location: text('服务开始地点', 'where the service starts').optional(),
+      end_location: text('服务结束地点', 'where the service ends').optional()
+    }).optional().describe('服务位置 / Service location'),
+    attach: text('商户数据包', 'the merchant\'s own data, as given at creation').optional(),
+    notify_url: text('商户回调地址', 'the merchant\'s notification URL').optional(),
+    openid: text('用户在服务商AppID下的标识', 'user openid under the service provider\'s AppID').optional(),
+    sub_openid: text('用户在子商户AppID下的标识', 'user openid under the sub-merchant\'s AppID').optional(),
     order_id: text('微信支付服务订单号', 'WeChat\'s service order id').optional()
   }).meta({ example: {
     out_order_no: '1234323JKHDFE1243252', service_id: '2002000000000558128851361561536', appid: 'wxd678efh567hg6787',
@@ -299,7 +352,7 @@ const contractQuery: ReadOperation = {
   upstreamQuery: [],
   answer: z.looseObject({
     mchid: text('商户号', 'merchant id'),
-    appid: text('AppID', 'AppID'),
+    appid: text('AppID', 'AppID').optional(),
     ...contractCommon,
     openid: text('用户标识', 'user openid').optional()
   }).meta({ example: {
@@ -329,7 +382,7 @@ const partnerContractQuery: ReadOperation = {
   upstreamQuery: ['sub_mchid'],
   answer: z.looseObject({
     sp_mchid: text('服务商商户号', 'service provider merchant id'),
-    sp_appid: text('服务商AppID', 'service provider AppID'),
+    sp_appid: text('服务商AppID', 'service provider AppID').optional(),
     sub_mchid: text('子商户号', 'sub-merchant id'),
     sub_appid: text('子商户AppID', 'sub-merchant AppID').optional(),
     ...contractCommon,

@@ -20,7 +20,11 @@ export interface RetryPolicy {
   maxRetries: number
   baseDelayMs: number
   maxDelayMs: number
-  /** No retry starts later than this after the call began. */
+  /**
+   * Every call ends within this + one attempt's timeout of its start (its deadline, `WechatPayClient.maxCallMs`).
+   * An operation's retry starts within this; a read's may start later, as long as the deadline allows
+   * (`retryMayStart`).
+   */
   budgetMs: number
   /**
    * Reads: repeating them changes nothing at WeChat Pay, so every transient failure is retried, timeouts, resets
@@ -31,7 +35,24 @@ export interface RetryPolicy {
 
 /** WeChat Pay documents none of the three operations as idempotent: only "not done" is retried. */
 export const OPERATION_RETRY_POLICY: RetryPolicy = { maxRetries: 2, baseDelayMs: 100, maxDelayMs: 1000, budgetMs: 3000, idempotent: false }
+/** The same budget as the operations, so that the longest call (config.ts, idempotency) is the same for both. */
 export const READ_RETRY_POLICY: RetryPolicy = { ...OPERATION_RETRY_POLICY, idempotent: true }
+
+/** A read's retry starts only if at least this much of the call's deadline is left (or one whole attempt, if less). */
+export const READ_MIN_ATTEMPT_MS = 1000
+
+/**
+ * Whether a retry may start `atMs` after the call began (its backoff waited), when one attempt may last `timeoutMs`.
+ * - An operation's retry starts within the budget: what retries it (no connection, WeChat Pay's verified "not
+ *   done") comes back quickly.
+ * - A read is retried after a timeout too, which comes only after `timeoutMs`: past the budget with the default
+ *   10 s. So its retry may start whenever enough of the call's deadline (budget + `timeoutMs`) is left for a useful
+ *   attempt, and that attempt is cut to what is left (client.ts): a read is no longer than an operation.
+ */
+export function retryMayStart (policy: RetryPolicy, atMs: number, timeoutMs: number): boolean {
+  if (!policy.idempotent) return atMs <= policy.budgetMs
+  return policy.budgetMs + timeoutMs - atMs >= Math.min(READ_MIN_ATTEMPT_MS, timeoutMs)
+}
 
 /** What one attempt ended with, as far as sending again is concerned. */
 export type AttemptOutcome =

@@ -4,6 +4,8 @@ import t from 'tap'
 import { request } from 'undici'
 import type { RunningSandbox } from '../../src/sandbox/index.js'
 import type { SandboxMerchant } from '../../src/sandbox/merchants.js'
+import { loadConfig } from '../../src/config.js'
+import { sandboxOptions, sandboxSettings } from '../../src/sandbox/settings.js'
 import { SandboxState, type OrderState } from '../../src/sandbox/state.js'
 import { signRequest } from '../../src/wechat/signer.js'
 import { testSandbox } from '../helpers.js'
@@ -138,6 +140,21 @@ t.test('the notice window is enforced by default, and the SANDBOX_NOTICE_WINDOW 
   t.match(await send(night, 'partner', 'POST', '/v3/partner-papay/contracts/1/notify', body), { status: 400, json: { code: 'RULE_LIMIT' } })
   const off = await testSandbox(t, { clock: () => beijing('23:30'), noticeWindow: false })
   t.equal((await send(off, 'partner', 'POST', '/v3/partner-papay/contracts/1/notify', body)).status, 204)
+})
+
+t.test('SANDBOX_NOTICE_WINDOW: the environment setting becomes the simulator\'s option, for npm run sandbox and npm start alike', async t => {
+  const window = (env: Record<string, string>): boolean | undefined => sandboxOptions(sandboxSettings.parse(env)).noticeWindow
+  t.equal(window({}), true, 'on by default')
+  t.equal(window({ SANDBOX_NOTICE_WINDOW: 'on' }), true)
+  t.equal(window({ SANDBOX_NOTICE_WINDOW: 'off' }), false)
+  t.notOk(sandboxSettings.safeParse({ SANDBOX_NOTICE_WINDOW: 'no' }).success, 'anything else is a start error')
+  // npm start's sandbox mode: the gateway's configuration keeps the setting for the simulator it starts (server.ts).
+  t.equal(sandboxOptions(loadConfig({ SANDBOX_NOTICE_WINDOW: 'off' }).sandbox).noticeWindow, false)
+  t.equal(sandboxOptions(loadConfig({}).sandbox).noticeWindow, true)
+  // And the simulator started from it takes a notice at night.
+  const body = '{"sp_mchid":"1900000100","sp_appid":"wx1","sub_mchid":"12345512","estimated_amount":{"amount":1}}'
+  const night = await testSandbox(t, { clock: () => beijing('23:30'), noticeWindow: window({ SANDBOX_NOTICE_WINDOW: 'off' }) as boolean })
+  t.equal((await send(night, 'partner', 'POST', '/v3/partner-papay/contracts/2/notify', body)).status, 204)
 })
 
 t.test('benchmarks: presigned empty answers, each with its own nonce, then signed as they go', async t => {
