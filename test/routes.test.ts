@@ -81,13 +81,13 @@ t.test('without an appid in the profile the caller must send the appid', async t
 
 t.test('WeChat Pay\'s errors: 4xx pass through, 5xx become 502, an unsigned SIGN_ERROR is unverified', async t => {
   const { app } = await testGateway(t)
-  const cases: Array<[string, number, string, number?]> = [
-    ['PARAM_ERROR', 400, 'PARAM_ERROR'],
-    ['INVALID_REQUEST', 400, 'INVALID_REQUEST'],
-    ['ORDER_DONE', 400, 'ORDER_DONE'],
-    ['NO_AUTH', 403, 'NO_AUTH'],
-    ['ORDER_NOT_EXIST', 404, 'ORDER_NOT_EXIST'],
-    ['FREQUENCY_LIMITED', 429, 'FREQUENCY_LIMITED'],
+  const cases: Array<[string, number, string, number]> = [
+    ['PARAM_ERROR', 400, 'PARAM_ERROR', 400],
+    ['INVALID_REQUEST', 400, 'INVALID_REQUEST', 400],
+    ['ORDER_DONE', 400, 'ORDER_DONE', 400],
+    ['NO_AUTH', 403, 'NO_AUTH', 403],
+    ['ORDER_NOT_EXIST', 404, 'ORDER_NOT_EXIST', 404],
+    ['FREQUENCY_LIMITED', 429, 'FREQUENCY_LIMITED', 429],
     ['SIGN_ERROR', 502, 'UPSTREAM_UNVERIFIED_ERROR', 401],
     ['SYSTEM_ERROR', 502, 'SYSTEM_ERROR', 500],
     ['SERVICE_UNAVAILABLE', 502, 'SERVICE_UNAVAILABLE', 503]
@@ -98,7 +98,7 @@ t.test('WeChat Pay\'s errors: 4xx pass through, 5xx become 502, an unsigned SIGN
     t.equal(res.json().code, code)
     t.type(res.json().message, 'string')
     t.match(res.headers['wechatpay-request-id'], /^[0-9a-f]{32}$/, 'WeChat\'s Request-ID comes back')
-    if (upstream !== undefined) t.equal(res.json().detail.upstream_status, upstream)
+    t.equal(res.json().detail.upstream_status, upstream, 'WeChat Pay\'s status says the answer is WeChat\'s')
   }
 })
 

@@ -404,7 +404,7 @@ function unverifiedError (status: number, raw: Buffer, trace: CallTrace): Gatewa
 
 /**
  * WeChat Pay's verified non-2xx answers, as the caller sees them:
- * - 4xx: the same status with WeChat's `{code, message, detail}`: refused;
+ * - 4xx: the same status with WeChat's `{code, message, detail}` (and `upstream_status`): refused;
  * - 401 (`SIGN_ERROR`): the gateway's own fault, so 502, with WeChat's detail and our signed message's length;
  * - 429 and 5xx (502 for 5xx): WeChat Pay says it did not do it, and to send it again.
  */
@@ -420,5 +420,6 @@ export function mapErrorAnswer (status: number, error: WechatErrorBody | undefin
       { ...error.detail, outcome, upstream_status: 401, gateway_sign_message_length: trace.signMessageLength })
   }
   if (status >= 500) return new GatewayError(502, code, message, { ...error.detail, outcome, upstream_status: status })
-  return new GatewayError(status, code, message, { ...error.detail, outcome })
+  // `upstream_status` marks WeChat Pay's answers: a code such as RATE_LIMITED may also be the gateway's own.
+  return new GatewayError(status, code, message, { ...error.detail, outcome, upstream_status: status })
 }
