@@ -80,7 +80,7 @@ t.test('a captured answer replayed for another call is refused, never taken for 
   t.match(replayed.json(), { code: 'UPSTREAM_SIGNATURE_INVALID', detail: { outcome: 'unknown', reason: /already used/ } })
   t.equal(executions(), 1, 'order-b never reached WeChat Pay, and the caller is not told it did')
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
-  t.match(metrics, /verification_failures_total\{reason="REPLAYED"\} 1/)
+  t.match(metrics, /verification_failures_total\{reason="REPLAYED",merchant="partner"\} 1/)
 })
 
 t.test('upstream strings never become metric labels', async t => {

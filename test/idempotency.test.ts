@@ -28,7 +28,7 @@ t.test('a repeated key gets the stored answer; WeChat Pay is called once', async
   t.equal(sandbox.app.sandbox.requests.length, 1, 'one call upstream')
   t.match(logs.find('operation')[1], { idempotencyKey: 'order-1-collect', replayed: true, upstream: null })
   const metrics = await app.inject({ method: 'GET', url: '/metrics' })
-  t.match(metrics.body, /wechatpay_gateway_idempotent_replays_total\{operation="payscorePartnerCollect"\} 1/)
+  t.match(metrics.body, /wechatpay_gateway_idempotent_replays_total\{operation="payscorePartnerCollect",merchant="partner"\} 1/)
 })
 
 t.test('the same key with another request is refused; keys belong to a caller and an operation', async t => {

@@ -154,7 +154,7 @@ t.test('reads are retried on every transient failure, operations only when WeCha
     t.equal(res.statusCode, 200, `${fault}: a query is sent again`)
   }
   const retries = (await app.inject({ method: 'GET', url: '/metrics' })).body
-  t.match(retries, /wechatpay_gateway_upstream_retries_total\{operation="payscorePartnerQuery",reason="ECONNRESET"\} 1/)
+  t.match(retries, /wechatpay_gateway_upstream_retries_total\{operation="payscorePartnerQuery",reason="ECONNRESET",merchant="partner"\} 1/)
   t.match(retries, /wechatpay_gateway_upstream_duration_seconds_count\{operation="payscorePartnerQuery",merchant="partner",code="OK"\} 4/)
 
   await arm('RESET', 'payscorePartnerCollect')

@@ -134,7 +134,7 @@ async function idempotency (app: FastifyInstance, opts: IdempotencyOptions): Pro
           app.metrics.idempotencyFull.inc({ caller: app.metrics.callerLabel(owner) })
           throw gatewayError('IDEMPOTENCY_STORE_FULL', 'The in-memory idempotency store holds as many keys as this caller may have; nothing was sent. Configure REDIS_URL (or raise IDEMPOTENCY_MAX_KEYS)', {}, { 'retry-after': '60' })
         case 'replay': {
-          app.metrics.replays.inc({ operation })
+          app.metrics.replays.inc({ operation, merchant: request.profile?.name ?? 'none' })
           const { status, headers, body } = claim.answer
           void reply.code(status).headers({ ...headers, 'idempotent-replayed': 'true' })
           await reply.send(body === '' ? undefined : body)

@@ -8,7 +8,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     metrics: {
       registry: Registry
-      replays: Counter<'operation'>
+      replays: Counter<'operation' | 'merchant'>
       idempotencyFull: Counter<'caller'>
       /** A caller's name as a label: one of the configured callers, so the number of series stays bounded. */
       callerLabel: (caller: string | null) => string
@@ -45,10 +45,10 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry]
   })
-  const retries = new Counter({ name: 'wechatpay_gateway_upstream_retries_total', help: 'Retries of calls to WeChat Pay, by operation and reason (status or error code)', labelNames: ['operation', 'reason'], registers: [registry] })
-  const failovers = new Counter({ name: 'wechatpay_gateway_upstream_failovers_total', help: 'Calls sent to the backup host', labelNames: ['operation'], registers: [registry] })
-  const verificationFailures = new Counter({ name: 'wechatpay_gateway_verification_failures_total', help: 'Answers of WeChat Pay that failed signature verification, by reason', labelNames: ['reason'], registers: [registry] })
-  const replays = new Counter({ name: 'wechatpay_gateway_idempotent_replays_total', help: 'Answers replayed for a repeated Idempotency-Key', labelNames: ['operation'], registers: [registry] })
+  const retries = new Counter({ name: 'wechatpay_gateway_upstream_retries_total', help: 'Retries of calls to WeChat Pay, by operation, reason (status or error code) and merchant profile', labelNames: ['operation', 'reason', 'merchant'], registers: [registry] })
+  const failovers = new Counter({ name: 'wechatpay_gateway_upstream_failovers_total', help: 'Calls sent to the backup host, by operation and merchant profile', labelNames: ['operation', 'merchant'], registers: [registry] })
+  const verificationFailures = new Counter({ name: 'wechatpay_gateway_verification_failures_total', help: 'Answers of WeChat Pay that failed signature verification, by reason and merchant profile', labelNames: ['reason', 'merchant'], registers: [registry] })
+  const replays = new Counter({ name: 'wechatpay_gateway_idempotent_replays_total', help: 'Answers replayed for a repeated Idempotency-Key, by operation and merchant profile', labelNames: ['operation', 'merchant'], registers: [registry] })
   new Gauge({ // eslint-disable-line no-new
     name: 'wechatpay_gateway_platform_certificate_expiry_seconds',
     help: 'Seconds until the nearest platform certificate of a merchant expires; only merchants that have platform certificates',
@@ -78,10 +78,12 @@ async function metrics (app: FastifyInstance, opts: MetricsOptions): Promise<voi
     const operation = request.routeOptions.config.operation
     // Only the operation routes leave a trace (the operator API's routes have none).
     if (trace == null || operation === undefined || trace.ms === undefined) return
-    upstream.observe({ operation, merchant: request.profile?.name ?? 'none', code: codeLabel(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
-    for (const reason of trace.retried ?? []) retries.inc({ operation, reason })
-    if (trace.failover === true) failovers.inc({ operation })
-    if (trace.verificationFailure !== undefined) verificationFailures.inc({ reason: trace.verificationFailure })
+    // Bounded: the configured profiles' names.
+    const merchant = request.profile?.name ?? 'none'
+    upstream.observe({ operation, merchant, code: codeLabel(trace.wechatCode ?? trace.error ?? 'OK') }, trace.ms / 1000)
+    for (const reason of trace.retried ?? []) retries.inc({ operation, reason, merchant })
+    if (trace.failover === true) failovers.inc({ operation, merchant })
+    if (trace.verificationFailure !== undefined) verificationFailures.inc({ reason: trace.verificationFailure, merchant })
   })
 
   if (opts.expose) {
