@@ -46,7 +46,8 @@ export const sandboxSettings = z.object({
   SANDBOX_NOTIFY_SCALE: z.coerce.number().positive().optional(),
   SANDBOX_MCHID: z.string().regex(/^\d{1,32}$/, 'must be 1-32 digits').optional(),
   SANDBOX_APPID: z.string().regex(/^[0-9A-Za-z_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -').optional(),
-  SANDBOX_MERCHANT_SERIAL: z.string().regex(/^[0-9A-Fa-f]{8,40}$/, 'must be 8-40 hexadecimal digits').optional(),
+  // As a certificate's serial reads back: whole bytes (an even count of digits), no leading 00 byte.
+  SANDBOX_MERCHANT_SERIAL: z.string().regex(/^(?!00)(?:[0-9A-Fa-f]{2}){4,20}$/, 'must be 8-40 hexadecimal digits, an even count, not starting with 00 (as a certificate serial reads back)').optional(),
   SANDBOX_PUBLIC_KEY_ID: z.string().regex(/^PUB_KEY_ID_\d+$/, 'must look like PUB_KEY_ID_0112...').optional(),
   SANDBOX_MERCHANTS: z.string().transform((value, ctx): MerchantSpec[] => {
     const specs = parseMerchantSpecs(value)

@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { sandboxSettings } from '../../src/sandbox/settings.js'
 import { selfSignedCertificate } from '../../src/sandbox/certificate.js'
 import { KeyError } from '../../src/wechat/keys.js'
 import { loadKeys, type MerchantConfig } from '../../src/wechat/profile.js'
@@ -68,6 +69,11 @@ t.test('start-up self-check of key material', async t => {
   // A serial whose first hex digit is 8-F must stay positive in DER (the Go SDK's test serial is one).
   for (const serial of ['F5765756002FDD77', '8000000000000000000000000000000000000001', '7FFF']) {
     t.equal(new X509Certificate(cert(serial)).serialNumber, serial, `serial ${serial} reads back as written`)
+  }
+  // The sandbox takes only serials that read back as written: whole bytes, no leading 00.
+  for (const serial of ['F5765756002FDD77', '0ABCDEF1', '7FFF7FFF']) t.ok(sandboxSettings.safeParse({ SANDBOX_MERCHANT_SERIAL: serial }).success, serial)
+  for (const serial of ['F5765756002FDD7', '00ABCDEF12', '0012345678', '1234567']) {
+    t.match(sandboxSettings.safeParse({ SANDBOX_MERCHANT_SERIAL: serial }), { success: false }, `${serial} would not read back as written`)
   }
   t.equal(new KeyError(['x']).message, 'x')
 })
