@@ -7,7 +7,7 @@ import { validationError } from './errors.js'
 import { IDEMPOTENCY_CALL_MARGIN_MS, type AppConfig } from './config.js'
 import { whenAnswered } from './plugins/answered.js'
 import auth from './plugins/auth.js'
-import connections, { clientErrorHandler } from './plugins/connections.js'
+import connections, { serverOptions } from './plugins/connections.js'
 import merchants, { type MerchantsOptions } from './plugins/merchants.js'
 import errors from './plugins/errors.js'
 import idempotency, { type IdempotencyOptions } from './plugins/idempotency.js'
@@ -49,11 +49,8 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
     loggerInstance: options.logger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
-    // A request (headers and body) must arrive within this; idle keep-alive connections are closed after a while.
-    requestTimeout: config.http.requestTimeoutMs,
-    keepAliveTimeout: config.http.keepAliveTimeoutMs,
-    http: { headersTimeout: config.http.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, config.http.requestTimeoutMs) },
-    clientErrorHandler,
+    // A request (headers and body) must arrive in time; idle keep-alive connections are closed after a while.
+    ...serverOptions(config.http),
     // Calls arriving while the gateway closes are answered by the lifecycle plugin, in the gateway's shape.
     return503OnClosing: false,
     // Every log line of a request carries its trace id (a caller's traceparent continued, or a new trace).
@@ -109,6 +106,8 @@ export async function buildApp (config: AppConfig, options: BuildOptions) {
         merchant: request.profile?.name,
         operation,
         params: request.params,
+        // A query names its order or contract in the query string (routes/operations.ts: only once validated).
+        ...(request.auditQuery !== null && { query: request.auditQuery }),
         idempotencyKey: request.headers['idempotency-key'],
         replayed: reply.getHeader('idempotent-replayed') === 'true',
         upstream: request.upstream

@@ -109,3 +109,34 @@ t.test('with Redis: down at receive is a 500 (WeChat Pay resends); a delivery fa
   await redis.start()
   t.ok(await until(async () => (await send(notifyUrl, 'partner', await craft(sandbox, 'partner'))).status === 204, 5000), 'stored again once Redis is back')
 })
+
+t.test('with Redis, a delivery still pending survives a gateway restart and a Redis restart from its append-only file', async t => {
+  const redis = await testRedis(t, { persist: true })
+  const sandbox = await testSandbox(t)
+  let down = true
+  const sub = await subscriberServer(t, () => down ? 503 : 204)
+  const before = await replica(t, sandbox, redis.url, [sub.subscriber('billing')])
+  const n = await craft(sandbox, 'partner')
+  t.same(await send(before.notifyUrl, 'partner', n), { status: 204, json: undefined }, 'stored: WeChat Pay will not send it again')
+  t.ok(await until(() => sub.attempts() >= 1), 'tried while the subscriber is down')
+  await before.app.close()
+  // No RDB snapshots (--save ''): what comes back is what the append-only file kept.
+  await redis.stop()
+  await redis.start()
+  down = false
+  const after = await replica(t, sandbox, redis.url, [sub.subscriber('billing')])
+  t.ok(await until(() => sub.received.length === 1, 10_000), 'delivered by the restarted gateway')
+  t.equal(sub.received[0]?.json.id, n.id)
+  const record = await after.app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })
+  t.match(record.json().deliveries, [{ subscriber: 'billing', state: 'delivered', last_status: 204 }])
+})
+
+t.test('with Redis, a retry horizon shorter than WeChat Pay\'s resends is a warning at start', async t => {
+  const redis = await testRedis(t)
+  const sandbox = await testSandbox(t)
+  const warning = (logs: { lines: Array<Record<string, unknown>> }) => logs.lines.filter(l => String(l.msg).startsWith('NOTIFY_RETRY_HORIZON_S is'))
+  const short = await replica(t, sandbox, redis.url, [], { horizonMs: 60_000 })
+  t.match(warning(short.logs), [{ level: 'warn', msg: /^NOTIFY_RETRY_HORIZON_S is 60 s, less than WeChat Pay's own resends \(up to 86640 s\)/ }])
+  const enough = await replica(t, sandbox, redis.url, [], { horizonMs: 25 * 3600_000 })
+  t.same(warning(enough.logs), [], 'none with the default 25 h')
+})

@@ -3,16 +3,19 @@ import { request } from 'undici'
 import { verifyRelaySignature } from '../src/notifications/relay-signature.js'
 import { signatureHeaders, signingKey } from '../src/sandbox/protocol.js'
 import type { Subscriber } from '../src/notifications/subscribers.js'
-import { auth, testGateway, testSandbox, TOKENS } from './helpers.js'
+import type { KeyMode } from '../src/wechat/profile.js'
+import { auth, testGateway, testSandbox, TOKENS, type GatewayOptions } from './helpers.js'
 import { craft, merchantOf, SECRET, send, subscriberServer, until } from './notify-helpers.js'
 
 const FAIL = { code: 'FAIL', message: '失败' }
 
 /** A gateway with its notification listener on a free port, relaying to `subscribers`. */
-async function notifyGateway (t: Parameters<typeof testGateway>[0], subscribers: Subscriber[], config: Record<string, unknown> = {}) {
-  const sandbox = await testSandbox(t)
+async function notifyGateway (t: Parameters<typeof testGateway>[0], subscribers: Subscriber[], config: Record<string, unknown> = {},
+  more: { keyMode?: KeyMode } & Pick<GatewayOptions, 'omit'> = {}) {
+  const sandbox = await testSandbox(t, more.keyMode === undefined ? {} : { keyMode: more.keyMode })
   const gateway = await testGateway(t, {
     sandbox,
+    ...(more.omit !== undefined && { omit: more.omit }),
     config: { notify: { port: 0, host: '127.0.0.1', subscribers, deliveryTimeoutMs: 1000, retry: { baseMs: 50, maxMs: 200, horizonMs: 60_000 }, retentionMs: 600_000 }, ...config }
   })
   const notifyUrl = await gateway.app.notifications.listen() as string
@@ -48,6 +51,22 @@ t.test('a notification is verified, decrypted and relayed, signed for the subscr
   t.match(metrics, /wechatpay_gateway_notifications_received_total\{merchant="partner",event_type="PAYSCORE.USER_PAID",result="delivered"\} 1/)
   t.match(metrics, /wechatpay_gateway_notification_deliveries_total\{subscriber="billing",outcome="delivered"\} 1/)
   t.match(metrics, /wechatpay_gateway_notification_oldest_undelivered_seconds 0/)
+})
+
+t.test('notifications signed with the platform certificate (certificate mode), and with either key in migration mode, are accepted', async t => {
+  const cases = [['certificate', ['certificate']], ['migration', ['public-key', 'certificate']]] as const
+  for (const [keyMode, signers] of cases) {
+    const sub = await subscriberServer(t)
+    const { sandbox, notifyUrl } = await notifyGateway(t, [sub.subscriber('billing')], {}, { keyMode })
+    for (const signer of signers) {
+      const n = await craft(sandbox, 'partner', { signer })
+      t.same(await send(notifyUrl, 'partner', n), { status: 204, json: undefined }, `${keyMode} mode, signed with the ${signer === 'certificate' ? 'platform certificate' : 'public key'}`)
+      t.equal(sub.received.at(-1)?.json.id, n.id, 'and relayed')
+    }
+    if (keyMode === 'certificate') {
+      t.same(await send(notifyUrl, 'partner', await craft(sandbox, 'partner', { signer: 'public-key' })), { status: 401, json: FAIL }, 'a key this profile does not have: refused')
+    }
+  }
 })
 
 t.test('probes, forgeries, stale and unknown-key notifications are refused with 401 and never relayed', async t => {
@@ -134,6 +153,38 @@ t.test('the notification listener serves notifications and a health check only',
   t.equal((await request(`${notifyUrl}/wechatpay/notify/nobody`, { method: 'POST', body: '{}' })).statusCode, 404, 'not a profile')
   const big = await request(`${notifyUrl}/wechatpay/notify/partner`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(70_000) })
   t.equal(big.statusCode, 413)
+})
+
+t.test('a POST for a profile this gateway does not have (a wrong notify_url) is a 404, a warning and a metric, with bounded fields', async t => {
+  const { app, sandbox, notifyUrl, logs } = await notifyGateway(t, [])
+  const n = await craft(sandbox, 'partner')
+  t.same(await send(notifyUrl, 'partnr', n), { status: 404, json: FAIL })
+  t.same(await send(notifyUrl, 'x'.repeat(90), n), { status: 404, json: FAIL })
+  const lines = logs.find('notification for a merchant profile this gateway does not have: answered 404; check the notify_url given to WeChat Pay (one such line a minute at most; the metric counts each)')
+  t.match(lines, [{ level: 'warn', profile: 'partnr', client: '127.0.0.1', profiles: ['direct', 'partner'] }], 'one line a minute at most')
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, /wechatpay_gateway_notifications_received_total\{merchant="OTHER",event_type="unknown",result="unknown_profile"\} 2/, 'each one counted')
+  t.notMatch(metrics, /partnr|xxxx/, 'never the path as a label')
+})
+
+t.test('a classic papay v2 XML callback is not handled: refused with 401 like anything unsigned, nothing relayed', async t => {
+  const sub = await subscriberServer(t)
+  const { notifyUrl } = await notifyGateway(t, [sub.subscriber('billing')])
+  const xml = '<xml><return_code><![CDATA[SUCCESS]]></return_code><change_type><![CDATA[DELETE]]></change_type><sign><![CDATA[0123]]></sign></xml>'
+  const res = await request(`${notifyUrl}/wechatpay/notify/partner`, { method: 'POST', headers: { 'content-type': 'text/xml' }, body: xml })
+  t.equal(res.statusCode, 401)
+  t.same(await res.body.json(), FAIL)
+  t.equal(sub.attempts(), 0)
+})
+
+t.test('a profile without an APIv3 key is named in a warning at start while the listener is on: its notifications cannot be read', async t => {
+  const { sandbox, notifyUrl, logs } = await notifyGateway(t, [], {}, { omit: ['apiv3Key', 'apiv3KeyFile'] })
+  const warnings = logs.lines.filter(l => String(l.msg).includes('has no APIv3 key'))
+  t.match(warnings, [{ level: 'warn', merchant: 'direct', msg: /^merchant profile direct has no APIv3 key \(merchants\[\d\] \(direct\)\.apiv3_key_file\): every notification for it will be answered 500/ }, { merchant: 'partner' }])
+  t.same(await send(notifyUrl, 'partner', await craft(sandbox, 'partner')), { status: 500, json: FAIL }, 'as it says')
+  t.notOk(logs.lines.some(l => String(l.msg).includes('NOTIFY_RETRY_HORIZON_S')), 'no horizon warning without Redis: WeChat Pay\'s own resends carry the retries')
+  const off = await testGateway(t, { sandbox, omit: ['apiv3Key', 'apiv3KeyFile'] })
+  t.notOk(off.logs.lines.some(l => String(l.msg).includes('has no APIv3 key')), 'no warning when there is no notification listener (NOTIFY_PORT=off)')
 })
 
 t.test('operators list, read and redeliver notifications on the internal listener, with a token allowed to', async t => {

@@ -17,9 +17,12 @@ export const merchantOf = (sandbox: RunningSandbox, name: string): SandboxMercha
 
 export interface Crafted { headers: Record<string, string>, body: string, id: string }
 
-/** A signed, encrypted notification from WeChat Pay to `merchant` (spoiled on purpose when asked). */
+/**
+ * A signed, encrypted notification from WeChat Pay to `merchant` (spoiled on purpose when asked), signed with its
+ * WeChat Pay public key unless `signer` says its platform certificate.
+ */
 export async function craft (sandbox: RunningSandbox, merchant: string, opts: {
-  event_type?: string, resource?: Record<string, unknown>, id?: string, spoil?: Spoil, apiv3Key?: string
+  event_type?: string, resource?: Record<string, unknown>, id?: string, spoil?: Spoil, apiv3Key?: string, signer?: 'public-key' | 'certificate'
 } = {}): Promise<Crafted> {
   const m = merchantOf(sandbox, merchant)
   const id = opts.id ?? randomUUID()
@@ -32,7 +35,7 @@ export async function craft (sandbox: RunningSandbox, merchant: string, opts: {
     summary: '支付成功',
     resource: { original_type: 'payscore', ...encryptResource(opts.apiv3Key ?? m.apiv3Key, JSON.stringify(resource), 'payscore') }
   })
-  const signed = await signatureHeaders(signingKey(m, 'public-key', undefined), body, opts.spoil)
+  const signed = await signatureHeaders(signingKey(m, opts.signer ?? 'public-key', undefined), body, opts.spoil)
   return { id, body, headers: { ...signed, 'content-type': 'application/json', 'request-id': randomUUID() } }
 }
 

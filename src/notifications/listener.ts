@@ -1,4 +1,5 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify'
+import { serverOptions, type HttpTimings } from '../plugins/connections.js'
 import type { MerchantProfiles } from '../wechat/profiles.js'
 import { openNotification } from './envelope.js'
 import { keyOf, type ReceiveResult, type Relay, type RelayEvent } from './relay.js'
@@ -15,7 +16,12 @@ const BODY_LIMIT = 64 * 1024
 /** What WeChat Pay expects on failure (docs/wechatpay.md §8); it then sends the notification again. */
 const FAIL = { code: 'FAIL', message: '失败' }
 
-export type ReceivedResult = ReceiveResult | 'unverified' | 'probe' | 'undecryptable' | 'unavailable'
+export type ReceivedResult = ReceiveResult | 'unverified' | 'probe' | 'undecryptable' | 'unavailable' | 'unknown_profile'
+
+/** The metric label of a POST to a path that names no profile: never the path's text, so series stay bounded. */
+const UNKNOWN_PROFILE = 'OTHER'
+/** A wrong notify_url is logged at most this often (the internet can POST anything, as often as it likes). */
+const UNKNOWN_PROFILE_LOG_MS = 60_000
 
 export interface ListenerOptions {
   logger: FastifyBaseLogger
@@ -24,7 +30,8 @@ export interface ListenerOptions {
   subscribers: Subscriber[]
   /** Every notification's outcome, for metrics. */
   onReceived: (merchant: string, eventType: string, result: ReceivedResult) => void
-  http: { requestTimeoutMs: number, keepAliveTimeoutMs: number }
+  /** The main port's timeouts (the notifications plugin applies its connection caps to this listener too). */
+  http: HttpTimings
 }
 
 export function buildNotifyListener (opts: ListenerOptions): FastifyInstance {
@@ -32,8 +39,7 @@ export function buildNotifyListener (opts: ListenerOptions): FastifyInstance {
     loggerInstance: opts.logger.child({ listener: 'notify' }),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
-    requestTimeout: opts.http.requestTimeoutMs,
-    keepAliveTimeout: opts.http.keepAliveTimeoutMs,
+    ...serverOptions(opts.http),
     return503OnClosing: true
   })
   // The signature covers the exact bytes: nothing parses the body before it is verified.
@@ -44,11 +50,30 @@ export function buildNotifyListener (opts: ListenerOptions): FastifyInstance {
 
   app.get('/healthz', async () => ({ status: 'ok' }))
 
+  // A notify_url with a mistyped profile would otherwise fail unseen: WeChat Pay just resends, then gives up.
+  let unknownLoggedAt = -Infinity
+  let unlogged = 0
+  const unknownProfile = (request: { ip: string, log: FastifyBaseLogger }, name: string): void => {
+    opts.onReceived(UNKNOWN_PROFILE, 'unknown', 'unknown_profile')
+    const now = Date.now()
+    if (now - unknownLoggedAt < UNKNOWN_PROFILE_LOG_MS) {
+      unlogged++
+      return
+    }
+    request.log.warn({ profile: name.slice(0, 64), client: request.ip, unlogged, profiles: opts.profiles.all.map(p => p.name) },
+      'notification for a merchant profile this gateway does not have: answered 404; check the notify_url given to WeChat Pay (one such line a minute at most; the metric counts each)')
+    unknownLoggedAt = now
+    unlogged = 0
+  }
+
   app.post<{ Params: { merchant: string } }>(`${NOTIFY_PATH}/:merchant`, async (request, reply) => {
     const profile = opts.profiles.byName(request.params.merchant)
-    if (profile === undefined) return fail(reply, 404)
+    if (profile === undefined) {
+      unknownProfile(request, request.params.merchant)
+      return fail(reply, 404)
+    }
     const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-    const opened = await openNotification({ keys: profile.keys, apiv3Key: profile.config.apiv3Key }, request.headers, raw)
+    const opened = await openNotification({ keys: profile.keys, apiv3Key: profile.apiv3Key() }, request.headers, raw)
     const log = request.log.child({ merchant: profile.name })
     if (!opened.ok) {
       opts.onReceived(profile.name, 'unknown', opened.result)

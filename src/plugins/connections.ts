@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
+import type { Server, Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { gatewayError, type GatewayCode } from '../errors.js'
@@ -9,14 +9,45 @@ import { gatewayError, type GatewayCode } from '../errors.js'
 /**
  * What one client can hold: the connections it opens, and how long a request may take to arrive. Node's own
  * refusals (a request that did not arrive in time, headers too large, bytes that are not HTTP) are answered in the
- * gateway's error shape, and never instead of the true answer of a request already being handled.
+ * gateway's error shape, and never instead of the true answer of a request already being handled. The same limits
+ * apply to every listener of the process (the notification listener too), within one open-file budget.
  */
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * Applies these limits to another listener of the process; `share` is the part of the open-file budget it may
+     * hold, so that one listener cannot take every connection of the others.
+     */
+    limitConnections: (server: Server, share?: number) => void
+  }
+}
+
 export interface ConnectionLimits {
-  /** Connections open at once, in all (Node refuses more). */
+  /** Connections open at once, in all, on each listener (Node refuses more). */
   maxConnections: number
   /** Connections open at once from one client address; 0: no limit (e.g. behind a proxy that funnels all callers). */
   maxPerAddress: number
+}
+
+/** How long a request may take to arrive, and an idle connection stay open. */
+export interface HttpTimings {
+  requestTimeoutMs: number
+  keepAliveTimeoutMs: number
+}
+
+/**
+ * Fastify's server options for these timings, for every listener: a request (headers and body) must arrive within
+ * `requestTimeoutMs` (checked every second: with Node's defaults a half-sent request waits a minute or more), idle
+ * keep-alive connections are closed after a while, and Node's refusals go through `clientErrorHandler`.
+ */
+export function serverOptions (http: HttpTimings) {
+  return {
+    requestTimeout: http.requestTimeoutMs,
+    keepAliveTimeout: http.keepAliveTimeoutMs,
+    http: { headersTimeout: http.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, http.requestTimeoutMs) },
+    clientErrorHandler
+  }
 }
 
 /** Files the process needs besides client connections: upstream pools, Redis, key files, logs. */
@@ -60,29 +91,37 @@ export function clientErrorHandler (err: Error & { code?: string }, socket: Sock
 }
 
 async function connections (app: FastifyInstance, opts: ConnectionLimits): Promise<void> {
-  // Never more connections than open files allow: running out of them takes the whole process down.
+  // Never more connections than open files allow, on all listeners together: running out of files takes the whole
+  // process down.
   const files = openFileLimit()
-  const ceiling = files === undefined ? opts.maxConnections : Math.max(16, files - RESERVED_FILES)
+  const ceiling = files === undefined ? Infinity : Math.max(16, files - RESERVED_FILES)
   if (opts.maxConnections > ceiling) {
-    app.log.warn(`HTTP_MAX_CONNECTIONS is ${opts.maxConnections} but the process may open only ${files ?? '?'} files: connections are capped at ${ceiling} (raise the open-file limit, e.g. ulimit -n, to allow more)`)
+    app.log.warn(`HTTP_MAX_CONNECTIONS is ${opts.maxConnections} but the process may open only ${files ?? '?'} files: connections are capped at ${ceiling} for all listeners together (raise the open-file limit, e.g. ulimit -n, to allow more)`)
   }
-  app.server.maxConnections = Math.min(opts.maxConnections, ceiling)
-  if (opts.maxPerAddress === 0) return
-  const open = new Map<string, number>()
-  app.server.on('connection', (socket: Socket) => {
-    const address = socket.remoteAddress ?? ''
-    const count = (open.get(address) ?? 0) + 1
-    if (count > opts.maxPerAddress) {
-      socket.destroy()
-      return
-    }
-    open.set(address, count)
-    socket.once('close', () => {
-      const left = (open.get(address) ?? 1) - 1
-      if (left === 0) open.delete(address)
-      else open.set(address, left)
+  let open = 0
+  const limit = (server: Server, share = 1): void => {
+    server.maxConnections = Math.min(opts.maxConnections, Math.floor(ceiling * share))
+    if (ceiling === Infinity && opts.maxPerAddress === 0) return
+    const perAddress = new Map<string, number>()
+    server.on('connection', (socket: Socket) => {
+      const address = socket.remoteAddress ?? ''
+      const count = (perAddress.get(address) ?? 0) + 1
+      if (open >= ceiling || (opts.maxPerAddress > 0 && count > opts.maxPerAddress)) {
+        socket.destroy()
+        return
+      }
+      open++
+      perAddress.set(address, count)
+      socket.once('close', () => {
+        open--
+        const left = (perAddress.get(address) ?? 1) - 1
+        if (left === 0) perAddress.delete(address)
+        else perAddress.set(address, left)
+      })
     })
-  })
+  }
+  limit(app.server)
+  app.decorate('limitConnections', limit)
 }
 
 export default fp(connections, { name: 'connections', fastify: '5.x' })

@@ -7,6 +7,7 @@ import { MemoryRelay } from '../notifications/memory-relay.js'
 import { RedisRelay } from '../notifications/redis-relay.js'
 import { Deliverer, keyOf, type Relay } from '../notifications/relay.js'
 import type { NotifyConfig } from '../config.js'
+import type { HttpTimings } from './connections.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -20,7 +21,7 @@ declare module 'fastify' {
 
 /** The notification settings (config.ts; no port: no listener), and what the plugin needs besides. */
 export interface NotifyOptions extends NotifyConfig {
-  http: { requestTimeoutMs: number, keepAliveTimeoutMs: number }
+  http: HttpTimings
   /** Tests: how often the Redis relay looks for deliveries to retry. */
   pollMs?: number
   dispatcher?: Dispatcher
@@ -31,12 +32,18 @@ const KNOWN_EVENTS = new Set(['PAYSCORE.USER_CONFIRM', 'PAYSCORE.USER_PAID', 'PA
   'ENTRUST.SIGN', 'ENTRUST.TERMINATE', 'TRANSACTION.SUCCESS', 'TRANSACTION.FAIL', 'unknown'])
 
 /**
+ * WeChat Pay's longest resend schedule (v3 payment results: 15 resends over 24 h 4 min, docs/wechatpay.md §8). With
+ * Redis, WeChat Pay is answered at once, so the relay's own retries must last at least as long.
+ */
+const WECHAT_RESEND_MS = 86_640_000
+
+/**
  * WeChat Pay's notifications: the public listener (notifications/listener.ts), the relay to subscribers (in memory
  * and synchronous, or stored in Redis and delivered with retries), and their metrics.
  */
 async function notifications (app: FastifyInstance, opts: NotifyOptions): Promise<void> {
   const { registry } = app.metrics
-  const received = new Counter({ name: 'wechatpay_gateway_notifications_received_total', help: 'Notifications from WeChat Pay, by merchant profile, event type and result (stored, delivered, duplicate, failed, unverified, probe, undecryptable, unavailable)', labelNames: ['merchant', 'event_type', 'result'], registers: [registry] })
+  const received = new Counter({ name: 'wechatpay_gateway_notifications_received_total', help: 'Notifications from WeChat Pay, by merchant profile (OTHER: a path naming no profile), event type and result (stored, delivered, duplicate, failed, unverified, probe, undecryptable, unavailable, unknown_profile)', labelNames: ['merchant', 'event_type', 'result'], registers: [registry] })
   const deliveries = new Counter({ name: 'wechatpay_gateway_notification_deliveries_total', help: 'Attempts to deliver a notification to a subscriber, by outcome (delivered, failed, gave_up)', labelNames: ['subscriber', 'outcome'], registers: [registry] })
   const deliverer = new Deliverer({
     timeoutMs: opts.deliveryTimeoutMs,
@@ -83,6 +90,18 @@ async function notifications (app: FastifyInstance, opts: NotifyOptions): Promis
       }
     })
 
+  if (listener !== undefined) {
+    // The internet-facing listener may hold half of the open files at most: the internal port keeps the rest.
+    app.limitConnections(listener.server, 0.5)
+    for (const profile of app.merchants.all) {
+      if (profile.apiv3Key() !== undefined) continue
+      app.log.warn({ merchant: profile.name }, `merchant profile ${profile.name} has no APIv3 key (${profile.config.labels.apiv3Key}): every notification for it will be answered 500 and never relayed; set it, or NOTIFY_PORT=off if this gateway receives no notifications`)
+    }
+  }
+  if (app.redis !== null && opts.retry.horizonMs < WECHAT_RESEND_MS) {
+    app.log.warn(`NOTIFY_RETRY_HORIZON_S is ${opts.retry.horizonMs / 1000} s, less than WeChat Pay's own resends (up to ${WECHAT_RESEND_MS / 1000} s): a notification is stored and acknowledged at once, so a subscriber down for longer misses it unless an operator redelivers it (the default is 25 h)`)
+  }
+
   app.decorate('notifications', {
     relay,
     listen: async () => {
@@ -97,4 +116,4 @@ async function notifications (app: FastifyInstance, opts: NotifyOptions): Promis
   })
 }
 
-export default fp(notifications, { name: 'notifications', fastify: '5.x', dependencies: ['redis', 'metrics', 'merchants'] })
+export default fp(notifications, { name: 'notifications', fastify: '5.x', dependencies: ['redis', 'metrics', 'merchants', 'connections'] })
