@@ -39,7 +39,7 @@ export const GATEWAY_ERRORS = {
   FORBIDDEN: entry(403, 'the caller may not use this operation, or this merchant profile'),
   ROUTE_NOT_FOUND: entry(404, 'no such route'),
   NOTIFICATION_NOT_FOUND: entry(404, 'no such notification in the relay\'s log (operator API)'),
-  METHOD_NOT_ALLOWED: entry(405, 'the route exists with another method (`Allow` names it)'),
+  METHOD_NOT_ALLOWED: entry(405, 'an operation or query route asked with another method (`Allow` names it)'),
   REQUEST_TIMEOUT: entry(408, 'the request (headers and body) did not arrive in time'),
   IDEMPOTENCY_IN_PROGRESS: entry(409, 'a call with this Idempotency-Key is still running'),
   IDEMPOTENCY_OUTCOME_UNKNOWN: entry(409, 'the call made with this Idempotency-Key ended without a recorded answer', 'unknown'),
@@ -58,6 +58,7 @@ export const GATEWAY_ERRORS = {
   MERCHANT_UNAVAILABLE: entry(503, 'the merchant profile cannot verify WeChat Pay\'s answers now (no valid key: see `/readyz`)'),
   SHUTTING_DOWN: entry(503, 'the gateway is stopping: another replica will take the call'),
   IDEMPOTENCY_STORE_UNAVAILABLE: entry(503, 'the idempotency store (Redis) cannot be reached'),
+  NOTIFICATIONS_STORE_UNAVAILABLE: entry(503, 'the relay\'s store (Redis) cannot be reached (operator API)'),
   IDEMPOTENCY_STORE_FULL: entry(503, 'the in-memory idempotency store is full for this caller: configure `REDIS_URL` or raise `IDEMPOTENCY_MAX_KEYS`'),
   UPSTREAM_TIMEOUT: entry(504, 'WeChat Pay did not answer in time', 'unknown')
 } as const satisfies Record<string, CatalogueEntry>

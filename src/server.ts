@@ -6,6 +6,7 @@ import { loadMerchantsFile } from './merchants-file.js'
 import { callerMerchantProblems, ConfigError, loadConfig, SHUTDOWN_MARGIN_MS, type AppConfig } from './config.js'
 import { NOTIFY_PATH } from './notifications/listener.js'
 import { checkSubscriberMerchants } from './notifications/subscribers.js'
+import { listenProblem } from './listen.js'
 import { KeyError } from './wechat/keys.js'
 
 /** The only module that listens. Loads config, starts the built-in sandbox in sandbox mode, shuts down gracefully. */
@@ -38,6 +39,7 @@ async function main (): Promise<void> {
     // On loopback; on a free port unless SANDBOX_PORT says which (to reach its control API, e.g. for notifications).
     const port = (process.env.SANDBOX_PORT ?? '') !== '' ? config.sandbox.SANDBOX_PORT : 0
     const sandbox = await startSandbox({ ...sandboxOptions(config.sandbox), host: '127.0.0.1', port, logger: logger.child({ component: 'sandbox' }) })
+      .catch((err: NodeJS.ErrnoException) => { throw listenError(err, 'SANDBOX_PORT', 'SANDBOX_HOST', '127.0.0.1', port) })
     closers.push(() => sandbox.close())
     // The sandbox's own merchants file, exactly as an operator would point WECHATPAY_MERCHANTS_FILE at it.
     const problems: string[] = []
@@ -100,10 +102,8 @@ async function main (): Promise<void> {
 
 /** A listen failure, as the setting to change. */
 function listenError (err: NodeJS.ErrnoException, portSetting: string, hostSetting: string, host: string, port: number): Error {
-  if (err.code === 'EADDRINUSE') return new ConfigError([`${portSetting}: port ${port} on ${host} is already in use by another process; set ${portSetting} to a free port`])
-  if (err.code === 'EACCES') return new ConfigError([`${portSetting}: port ${port} needs privileges this process lacks; use a port above 1023`])
-  if (err.code === 'EADDRNOTAVAIL') return new ConfigError([`${hostSetting}: ${host} is not an address of this machine`])
-  return err
+  const problem = listenProblem(err, portSetting, hostSetting, host, port)
+  return problem !== undefined ? new ConfigError([problem]) : err
 }
 
 main().catch(fail)

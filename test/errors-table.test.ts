@@ -3,7 +3,8 @@ import { connect } from 'node:net'
 import type { InjectOptions } from 'fastify'
 import t, { type Test } from 'tap'
 import { GATEWAY_ERRORS, OUTCOMES } from '../src/errors.js'
-import { auth, freePort, testGateway, testRedis, testSandbox, TOKENS, type GatewayOptions } from './helpers.js'
+import { signatureHeaders, signingKey } from '../src/sandbox/protocol.js'
+import { auth, freePort, hostileProxy, testGateway, testRedis, testSandbox, TOKENS, type GatewayOptions } from './helpers.js'
 
 /**
  * The README's error table is the contract callers read. This test reads it, checks it against the catalogue in
@@ -168,6 +169,14 @@ t.test('every documented code and outcome can be produced', async t => {
         return await inject(pay('1', { 'idempotency-key': 'down-1' }), shared)
       }
     },
+    NOTIFICATIONS_STORE_UNAVAILABLE: {
+      not_executed: async () => {
+        const redis = await testRedis(t)
+        const { app: shared } = await gw({ config: { redisUrl: redis.url } })
+        await redis.stop()
+        return await inject({ method: 'GET', url: '/notifications', headers: auth() }, shared)
+      }
+    },
     IDEMPOTENCY_STORE_FULL: {
       not_executed: async () => {
         const { app: small } = await gw({ config: { idempotencyMemory: { maxKeys: 1, maxKeysPerOwner: 1 } } })
@@ -188,5 +197,29 @@ t.test('every documented code and outcome can be produced', async t => {
       const answer = await produce()
       t.match(answer, { status: row.status, body: { code: row.code, detail: { outcome } } }, `${row.code} / ${outcome}`)
     }
+  }
+})
+
+t.test('the README\'s table of WeChat Pay\'s verified answers: each row, produced by a signed answer', async t => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const start = readme.indexOf('| WeChat Pay\'s verified answer | status | code | `detail.outcome` |')
+  const rows = readme.slice(start, readme.indexOf('\n\n', start)).split('\n').slice(2).map(line => line.split('|').map(c => c.trim()))
+  t.equal(rows.length, 5)
+  const sandbox = await testSandbox(t)
+  const merchant = sandbox.app.sandbox.merchants.all.find(m => m.ids.type === 'partner')
+  if (merchant === undefined) throw new Error('the sandbox has no service provider')
+  const proxy = await hostileProxy(t, sandbox.url, body => signatureHeaders(signingKey(merchant, 'public-key', undefined), body))
+  const { app } = await testGateway(t, { sandbox, wechat: { baseUrl: proxy.url } })
+  for (const [, what = '', status = '', code = '', outcome = ''] of rows) {
+    if (what === '2xx') continue // every passing test
+    // The row's first status and code: `4xx, e.g. `PARAM_ERROR`` is a 400 PARAM_ERROR, `5xx (`SYSTEM_ERROR`...)` a 500.
+    const upstream = Number(/^`?(\d)(\d\d|xx)/.exec(what)?.slice(1).join('').replace('xx', '00'))
+    const wechatCode = /`([A-Z_]+)`/.exec(what.replace(/^`\d+ /, '`'))?.[1] ?? ''
+    proxy.state.mode = 'answer'
+    proxy.state.answer = { status: upstream, code: wechatCode }
+    const res = await app.inject({ method: 'POST', url: '/payscore/partner/serviceorder/row/pay', headers: { ...json, ...auth() }, payload: collect })
+    const expected = status.startsWith('WeChat') ? upstream : Number(status.replaceAll('`', ''))
+    t.equal(res.statusCode, expected, `${what}: status`)
+    t.match(res.json(), { code: code.startsWith('WeChat') ? wechatCode : code.replaceAll('`', ''), detail: { outcome: outcome.replaceAll('`', ''), upstream_status: upstream } }, what)
   }
 })

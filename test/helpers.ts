@@ -235,13 +235,14 @@ export async function testRedis (t: Test, opts: { persist?: boolean } = {}): Pro
 /**
  * A proxy between the gateway and the sandbox that misbehaves on demand, as a hostile network or a broken proxy
  * would. `forwarded` counts the calls it passed on (each one carried out by the sandbox). With `sign`, its own
- * answers ('odd-codes') carry valid WeChat Pay signatures, as if WeChat Pay had sent them.
+ * answers ('odd-codes', and 'answer': `state.answer`'s status and code) carry valid WeChat Pay signatures, as if WeChat
+ * Pay had sent them.
  */
-export type ProxyMode = 'forward' | 'html504' | 'unsigned500' | 'replay' | 'odd-codes'
+export type ProxyMode = 'forward' | 'html504' | 'unsigned500' | 'replay' | 'odd-codes' | 'answer'
 export async function hostileProxy (t: Test, target: string, sign?: (body: string) => Promise<Record<string, string>>) {
   const { createServer } = await import('node:http')
   const { request: send } = await import('undici')
-  const state = { mode: 'forward' as ProxyMode, forwarded: 0, captured: undefined as undefined | { status: number, headers: Record<string, string>, body: string }, n: 0 }
+  const state = { mode: 'forward' as ProxyMode, forwarded: 0, captured: undefined as undefined | { status: number, headers: Record<string, string>, body: string }, n: 0, answer: { status: 400, code: 'PARAM_ERROR' } }
   const server = createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
@@ -261,6 +262,9 @@ export async function hostileProxy (t: Test, target: string, sign?: (body: strin
           res.writeHead(504, { 'content-type': 'text/html' }).end('<html><head><title>504 Gateway Time-out</title></head><body>nginx</body></html>')
         } else if (state.mode === 'unsigned500') {
           res.writeHead(500, { 'content-type': 'application/json' }).end('{"code":"SYSTEM_ERROR","message":"系统繁忙，请稍后重试"}')
+        } else if (state.mode === 'answer') {
+          const said = JSON.stringify({ code: state.answer.code, message: 'x' })
+          res.writeHead(state.answer.status, { 'content-type': 'application/json', ...await sign?.(said) }).end(said)
         } else if (state.mode === 'odd-codes') {
           const odd = JSON.stringify({ code: `ODD_CODE_${state.n++}`, message: 'x' })
           res.writeHead(400, { 'content-type': 'application/json', ...await sign?.(odd) }).end(odd)

@@ -74,6 +74,12 @@ t.test('a port in use: the setting to change, exit 1', async t => {
   t.equal(await server.exited, 1)
   t.match(server.stderr(), /PORT: port \d+ on 127\.0\.0\.1 is already in use by another process; set PORT to a free port/)
   t.notMatch(server.stderr(), /at .*\.ts:\d+/, 'no stack trace')
+  // The simulator's port too (the README's notification tour sets SANDBOX_PORT).
+  const sandboxBusy = start(t, { SANDBOX_DIR: dir, SANDBOX_PORT: String((busy.address() as { port: number }).port) })
+  await t.rejects(sandboxBusy.listening)
+  t.equal(await sandboxBusy.exited, 1)
+  t.match(sandboxBusy.stderr(), /SANDBOX_PORT: port \d+ on 127\.0\.0\.1 is already in use by another process; set SANDBOX_PORT to a free port/)
+  t.notMatch(sandboxBusy.stderr(), /at .*\.ts:\d+/, 'no stack trace')
 })
 
 t.test('npm start honours the sandbox settings: key mode and slow fault', async t => {

@@ -80,3 +80,27 @@ t.test('a replica killed mid-call: the same key on another replica is never run 
   await new Promise(resolve => setTimeout(resolve, 2500))
   t.equal(sandbox.app.sandbox.requests.length, 1, 'WeChat Pay saw one call')
 })
+
+t.test('a request begun while draining whose body arrives after closing began is refused, nothing sent', async t => {
+  const sandbox = await testSandbox(t)
+  const { app } = await testGateway(t, { sandbox })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const { connect } = await import('node:net')
+  const socket = connect(port, '127.0.0.1')
+  t.teardown(() => { socket.destroy() })
+  await new Promise(resolve => socket.once('connect', resolve))
+  const body = JSON.stringify({ service_id: '2002000000000558128851361561536', sub_mchid: '1900000109' })
+  socket.write(`POST /payscore/partner/serviceorder/slow-body/pay HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer ${TOKENS.billing}\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 10)}`)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  app.lifecycle.drain()
+  app.lifecycle.stopTaking() // the drain delay is over: no call may start now
+  let answer = ''
+  socket.on('data', (chunk: Buffer) => { answer += chunk.toString() })
+  const closed = new Promise(resolve => socket.once('close', resolve))
+  socket.write(body.slice(10))
+  await closed
+  t.match(answer, /^HTTP\/1\.1 503/)
+  t.match(answer, /"code":"SHUTTING_DOWN"/)
+  t.equal(sandbox.app.sandbox.requests.length, 0, 'nothing was sent to WeChat Pay')
+})

@@ -9,9 +9,10 @@ export const ErrorBody = z.object({
   code: z.string().describe('机器可读的错误码 / Machine-readable code (the gateway\'s own, or WeChat Pay\'s)')
     .meta({ example: 'VALIDATION_ERROR' }),
   message: z.string().describe('错误说明 / Human-readable explanation')
-    .meta({ example: 'Invalid request: body/estimated_amount/amount: Too small: expected number to be >0' }),
-  detail: z.record(z.string(), z.unknown()).optional()
-    .describe('详情：出错字段、WeChat Pay 的 detail、outcome（not_executed | unknown）/ Details: the offending field, WeChat Pay\'s detail, or `outcome` of a failed upstream call')
+    .meta({ example: 'Invalid request: body/estimated_amount/amount: must be a positive integer number of fen (分): 1.00 CNY is 100' }),
+  detail: z.record(z.string(), z.unknown())
+    .describe('详情：outcome（not_executed | refused | unknown）、出错字段、WeChat Pay 的 detail / Details: `outcome` (not_executed: not carried out, send again; refused: WeChat Pay refused it; unknown: it may have been carried out, check first), the offending fields, WeChat Pay\'s detail and `upstream_status`')
+    .meta({ example: { location: 'body', field: '/estimated_amount/amount', issue: 'must be a positive integer number of fen (分): 1.00 CNY is 100', errors: [{ location: 'body', field: '/estimated_amount/amount', issue: 'must be a positive integer number of fen (分): 1.00 CNY is 100' }], outcome: 'not_executed' } })
 }).meta({ id: 'Error' })
 
 /** Fastify's own 4xx errors, given stable codes that do not expose framework internals. */

@@ -11,8 +11,8 @@ import { gatewayError } from '../errors.js'
  * - `draining` (SIGTERM): `/readyz` is 503 at once, so that traffic moves away, but calls are still taken, and
  *   their answers close the connection so that keep-alive callers reconnect elsewhere;
  * - `closing` (after the drain delay, `stopTaking` or Fastify's close): the listener stops and calls in flight
- *   finish; a call that still arrives (a race with the closing of idle connections) gets 503 SHUTTING_DOWN, sent
- *   nowhere.
+ *   finish; a call that still arrives (a race with the closing of idle connections), or whose body is still
+ *   arriving, gets 503 SHUTTING_DOWN, sent nowhere.
  * `abortCalls` is the last resort when the grace period runs out: calls still in flight end at once and answer
  * with outcome `unknown`, so that no caller is left with an empty reply and every call is audited.
  */
@@ -44,10 +44,14 @@ async function lifecycle (app: FastifyInstance): Promise<void> {
     abortCalls: () => { calls.abort() }
   })
   app.addHook('preClose', async () => { state = 'closing' })
-  app.addHook('onRequest', async () => {
+  const refuseWhenClosing = async (): Promise<void> => {
     if (state !== 'closing') return
     throw gatewayError('SHUTTING_DOWN', 'This gateway replica is stopping; nothing was sent to WeChat Pay. Send the call again: another replica will take it', {}, { 'retry-after': '1' })
-  })
+  }
+  app.addHook('onRequest', refuseWhenClosing)
+  // Again once the body has arrived: a request begun while draining whose body came slowly must not start a call
+  // that the grace period, counted for calls taken while draining, might not cover.
+  app.addHook('preHandler', refuseWhenClosing)
   // Calls in flight per connection: once not serving, a connection is closed after its last answer, never while a
   // call pipelined behind it is still being handled (that call's answer would be lost with the connection).
   const inFlight = new WeakMap<Socket, number>()

@@ -14,14 +14,14 @@ const description = `
 Internal gateway in front of the WeChat Pay API v3. It signs each call with the merchant key it holds, verifies
 WeChat Pay's signed answer, and replies. 内部服务通过本网关调用微信支付，无需接触任何密钥。
 
-**Errors** all have the shape \`{code, message, detail?}\`. WeChat Pay's own 4xx errors keep WeChat's status and code.
-The gateway's own codes, none of which reached WeChat Pay: \`VALIDATION_ERROR\` / \`INVALID_JSON\` 400 (each bad field
-named in \`detail.errors\`), \`UNAUTHORIZED\` 401, \`FORBIDDEN\` 403, \`IDEMPOTENCY_IN_PROGRESS\` 409,
-\`PAYLOAD_TOO_LARGE\` 413, \`UNSUPPORTED_MEDIA_TYPE\` 415, \`IDEMPOTENCY_KEY_REUSED\` 422, \`RATE_LIMITED\` 429,
-\`OVERLOADED\` / \`IDEMPOTENCY_STORE_UNAVAILABLE\` 503. Upstream failures: \`UPSTREAM_UNAVAILABLE\` 502
-(\`detail.outcome: not_executed\`: safe to retry), \`UPSTREAM_TIMEOUT\` 504, \`UPSTREAM_SIGNATURE_INVALID\` 502 and
-\`UPSTREAM_BAD_RESPONSE\` 502 (\`detail.outcome: unknown\`: the operation may have happened, check before repeating),
-WeChat's \`SIGN_ERROR\` as 502 (the gateway's fault, never the caller's), WeChat's 5xx codes (\`SYSTEM_ERROR\`...) as 502.
+**Errors** all have the shape \`{code, message, detail}\`, and \`detail.outcome\` says what happened to the call:
+\`not_executed\` (not carried out: send it again, the same \`Idempotency-Key\` included), \`refused\` (WeChat Pay refused it:
+fix the request), \`unknown\` (it may have been carried out: check first, e.g. query the order). The gateway's own
+codes (\`VALIDATION_ERROR\` 400 with each bad field in \`detail.errors\`, \`UNAUTHORIZED\` 401, \`FORBIDDEN\` 403,
+\`RATE_LIMITED\` 429, \`OVERLOADED\` 503, \`UPSTREAM_UNAVAILABLE\` 502, \`UPSTREAM_TIMEOUT\` 504, ...) are listed under
+each route's responses. WeChat Pay's verified errors keep WeChat's code, with \`detail.upstream_status\`: its 4xx keep
+their status (\`refused\`), its 429 and 5xx say "not done" (\`not_executed\`; 5xx answered as 502), and its
+\`SIGN_ERROR\` is 502 (the gateway's fault, never the caller's).
 
 **Idempotency-Key** (optional): the same key and request within 24 h reach WeChat Pay once; repeats get the first
 answer with \`Idempotent-Replayed: true\`.

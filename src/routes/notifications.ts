@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncZod } from '@fastify/type-provider-zod'
+import type { FastifyBaseLogger } from 'fastify'
 import { z } from 'zod'
 import { gatewayError, validationError } from '../errors.js'
 import { ErrorBody } from '../plugins/errors.js'
@@ -40,11 +41,20 @@ const params = z.strictObject({
   merchant: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be a merchant profile name').describe('商户配置名称 / Merchant profile name'),
   id: z.string().min(1).max(64).describe('微信支付通知ID / WeChat Pay\'s notification id')
 })
-const errors = { 401: ErrorBody, 403: ErrorBody, 404: ErrorBody }
+const errors = { 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 503: ErrorBody }
 const common = { tags: ['notifications'], security: [{ bearer: [] }] }
 
 const notificationRoutes: FastifyPluginAsyncZod = async (app) => {
   app.addHook('onRequest', app.authenticate)
+  // The relay's store failing (Redis away or hung) is a clear 503, not an internal error with a driver's stack.
+  const store = async <T>(log: FastifyBaseLogger, read: () => Promise<T>): Promise<T> => {
+    try {
+      return await read()
+    } catch (err) {
+      log.error({ reason: (err as Error).message }, 'the notification relay\'s store cannot be reached (REDIS_URL)')
+      throw gatewayError('NOTIFICATIONS_STORE_UNAVAILABLE', 'The notification relay\'s store (Redis) cannot be reached; nothing was changed. Try again once /readyz is ready')
+    }
+  }
   // A caller limited to some merchant profiles sees their notifications only.
   const visible = (merchants: readonly string[] | undefined, record: NotificationRecord): boolean =>
     merchants === undefined || merchants.includes(record.event.merchant)
@@ -61,11 +71,11 @@ const notificationRoutes: FastifyPluginAsyncZod = async (app) => {
       response: { 200: z.object({ notifications: z.array(Record) }), ...errors }
     }
   }, async request => {
-    return { notifications: await app.notifications.relay.list(request.query.limit, request.callerMerchants) }
+    return { notifications: await store(request.log, () => app.notifications.relay.list(request.query.limit, request.callerMerchants)) }
   })
 
-  const find = async (merchant: string, id: string, callerMerchants: readonly string[] | undefined): Promise<NotificationRecord> => {
-    const record = await app.notifications.relay.get(keyOf({ merchant, id }))
+  const find = async (log: FastifyBaseLogger, merchant: string, id: string, callerMerchants: readonly string[] | undefined): Promise<NotificationRecord> => {
+    const record = await store(log, () => app.notifications.relay.get(keyOf({ merchant, id })))
     if (record === undefined || !visible(callerMerchants, record)) {
       throw gatewayError('NOTIFICATION_NOT_FOUND', `No notification ${id.slice(0, 64)} of merchant ${merchant} in the relay's log (kept NOTIFY_RETENTION_S; without Redis, in this replica's memory)`)
     }
@@ -75,7 +85,7 @@ const notificationRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get('/notifications/:merchant/:id', {
     config,
     schema: { ...common, operationId: 'getNotification', summary: '一条回调通知 / One notification and its deliveries', params, response: { 200: Record, ...errors } }
-  }, async request => await find(request.params.merchant, request.params.id, request.callerMerchants))
+  }, async request => await find(request.log, request.params.merchant, request.params.id, request.callerMerchants))
 
   app.post('/notifications/:merchant/:id/redeliver', {
     config,
@@ -91,12 +101,12 @@ const notificationRoutes: FastifyPluginAsyncZod = async (app) => {
   }, async request => {
     const { merchant, id } = request.params
     const { subscriber } = request.query
-    const record = await find(merchant, id, request.callerMerchants)
+    const record = await find(request.log, merchant, id, request.callerMerchants)
     if (subscriber !== undefined && !record.deliveries.some(d => d.subscriber === subscriber)) {
       throw validationError([{ location: 'querystring', field: '/subscriber', issue: `not a subscriber of this notification (${record.deliveries.map(d => d.subscriber).join(', ') || 'none'})` }])
     }
     request.log.info({ notification: record.key, subscriber }, 'notification redelivery requested')
-    return await app.notifications.relay.redeliver(record.key, subscriber) ?? record
+    return await store(request.log, () => app.notifications.relay.redeliver(record.key, subscriber)) ?? record
   })
 }
 

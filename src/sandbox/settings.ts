@@ -27,8 +27,8 @@ function parseMerchantSpecs (value: string): MerchantSpec[] | string {
 
 /**
  * The simulator's settings, read alike by `npm start` (sandbox mode: the simulator in the gateway's process) and by
- * `npm run sandbox` (the simulator alone). Only where it listens differs: in sandbox mode it takes a free loopback
- * port, so SANDBOX_PORT and SANDBOX_HOST apply to `npm run sandbox` only.
+ * `npm run sandbox` (the simulator alone). Only where it listens differs: in sandbox mode it listens on loopback, on
+ * SANDBOX_PORT when it is set, else on a free port, so SANDBOX_HOST applies to `npm run sandbox` only.
  */
 export const sandboxSettings = z.object({
   SANDBOX_DIR: z.string().min(1).default('.sandbox'),
