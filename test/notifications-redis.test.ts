@@ -42,8 +42,14 @@ t.test('with Redis: stored and answered at once; delivered with retries once the
 
   down = false
   t.ok(await until(() => sub.received.length === 1), 'delivered once the subscriber is back')
+  // The subscriber's answer is recorded just after it arrives.
+  t.ok(await until(async () => (await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })).json().deliveries[0]?.state === 'delivered'))
   const done = await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })
   t.match(done.json().deliveries, [{ subscriber: 'billing', state: 'delivered', last_status: 204 }])
+  const { history, attempts } = done.json().deliveries[0] as { history: Array<{ at: string, status?: number }>, attempts: number }
+  t.equal(history.length, Math.min(attempts, 10), 'the latest attempts are kept, each with its time and status')
+  t.match(history.at(-1), { at: /^\d{4}-\d\d-\d\dT/, status: 204 })
+  t.ok(history.slice(0, -1).every(a => a.status === 500), 'the failed attempts before it')
   t.ok(Number(sub.received[0]?.headers['wechatpay-relay-attempt']) >= 4, 'the attempt number grows')
   t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /wechatpay_gateway_notification_oldest_undelivered_seconds 0\n/)
 
@@ -127,6 +133,9 @@ t.test('with Redis, a delivery still pending survives a gateway restart and a Re
   const after = await replica(t, sandbox, redis.url, [sub.subscriber('billing')])
   t.ok(await until(() => sub.received.length === 1, 10_000), 'delivered by the restarted gateway')
   t.equal(sub.received[0]?.json.id, n.id)
+  // The subscriber's answer is recorded just after it arrives.
+  const delivered = async () => (await after.app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })).json().deliveries[0]?.state === 'delivered'
+  t.ok(await until(delivered), 'recorded as delivered')
   const record = await after.app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })
   t.match(record.json().deliveries, [{ subscriber: 'billing', state: 'delivered', last_status: 204 }])
 })

@@ -200,7 +200,7 @@ t.test('operators list, read and redeliver notifications on the internal listene
   const one = await app.inject({ method: 'GET', url: `/notifications/partner/${n.id}`, headers: auth() })
   t.match(one.json(), { key: `partner/${n.id}`, event: { resource: { state: 'DONE' } } })
   const again = await app.inject({ method: 'POST', url: `/notifications/partner/${n.id}/redeliver`, headers: auth() })
-  t.match(again.json().deliveries, [{ state: 'delivered', attempts: 2 }])
+  t.match(again.json().deliveries, [{ state: 'delivered', attempts: 2, history: [{ status: 204 }, { status: 204 }] }])
   t.equal(sub.received.length, 2, 'delivered again on request')
   t.match((await app.inject({ method: 'GET', url: '/notifications/partner/nope', headers: auth() })).json(), { code: 'NOTIFICATION_NOT_FOUND' })
   t.match((await app.inject({ method: 'POST', url: `/notifications/partner/${n.id}/redeliver?subscriber=other`, headers: auth() })).json(), { code: 'VALIDATION_ERROR', detail: { field: '/subscriber' } })

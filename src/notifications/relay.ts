@@ -34,7 +34,14 @@ export interface DeliveryState {
   last_status?: number
   last_error?: string
   delivered_at?: string
+  /** The latest attempts, oldest first (at most `ATTEMPTS_KEPT`): what an operator reads when a subscriber fails. */
+  history?: AttemptRecord[]
 }
+
+export interface AttemptRecord { at: string, status?: number, error?: string }
+
+/** Attempts kept per delivery: enough to see a pattern, bounded however long the retries go on. */
+export const ATTEMPTS_KEPT = 10
 
 export interface NotificationRecord {
   /** `<merchant>/<id>`: unique, since ids are WeChat's per merchant. */
@@ -115,6 +122,7 @@ export class Deliverer {
 export function afterAttempt (state: DeliveryState, outcome: AttemptOutcome, attempt: number, now = new Date()): DeliveryState {
   const at = now.toISOString()
   const { last_status: _s, last_error: _e, ...rest } = state
+  const record: AttemptRecord = { at, ...(outcome.status !== undefined && { status: outcome.status }), ...(outcome.error !== undefined && { error: outcome.error }) }
   return {
     ...rest,
     state: outcome.ok ? 'delivered' : state.state,
@@ -122,6 +130,7 @@ export function afterAttempt (state: DeliveryState, outcome: AttemptOutcome, att
     last_attempt_at: at,
     ...(outcome.status !== undefined && { last_status: outcome.status }),
     ...(outcome.error !== undefined && { last_error: outcome.error }),
-    ...(outcome.ok && { delivered_at: at })
+    ...(outcome.ok && { delivered_at: at }),
+    history: [...(state.history ?? []), record].slice(-ATTEMPTS_KEPT)
   }
 }

@@ -17,7 +17,12 @@ const Delivery = z.object({
   last_attempt_at: z.string().optional(),
   last_status: z.int().optional().describe('The subscriber\'s HTTP status at the last attempt'),
   last_error: z.string().optional().describe('Why the last attempt got no status (TIMEOUT, ECONNREFUSED...)'),
-  delivered_at: z.string().optional()
+  delivered_at: z.string().optional(),
+  history: z.array(z.object({
+    at: z.string(),
+    status: z.int().optional().describe('The subscriber\'s HTTP status'),
+    error: z.string().optional().describe('Why there was no status (TIMEOUT, ECONNREFUSED...)')
+  })).optional().describe('The latest attempts (up to 10), oldest first')
 })
 /** The body POSTed to subscribers (relay.ts RelayEvent). */
 const Event = z.object({
