@@ -170,7 +170,9 @@ export function controlRoutes (app: FastifyInstance): void {
       ...(spec.plan_id !== undefined && { plan_id: spec.plan_id }),
       ...(spec.out_contract_code !== undefined && { out_contract_code: spec.out_contract_code })
     }, spec.state)
-    if (spec.state === 'TERMINATED') notifier.notify(merchant, contractEvent(state, contract, merchant.ids.type === 'partner', 'ENTRUST.TERMINATE'))
+    // Putting a contract is the moment the user signs it or ends it: WeChat Pay tells the merchant either way.
+    // (A contract made on first reference by a notice or a query was signed before: nothing is sent for it.)
+    notifier.notify(merchant, contractEvent(state, contract, merchant.ids.type === 'partner', spec.state === 'TERMINATED' ? 'ENTRUST.TERMINATE' : 'ENTRUST.SIGN'))
     return reply.code(201).send(contract)
   })
 

@@ -305,8 +305,12 @@ t.test('a contract terminated through the control API sends ENTRUST.TERMINATE to
   t.match(decrypt(merchant(sandbox, 'partner').apiv3Key, envelope(partner).resource), { sp_mchid: '1900000100', sub_mchid: '1900000109', out_contract_code: 'k-2', contract_state: 'TERMINATED' })
 
   await control(sandbox, '/sandbox/contracts', { plan_id: 7, out_contract_code: 'k-3', state: 'SIGNED' })
-  await new Promise(resolve => setTimeout(resolve, 100))
-  t.equal(hook.received.length, 2, 'a signed contract sends nothing')
+  await until(t, () => hook.received.length === 3, 'a signed contract: ENTRUST.SIGN')
+  const signed = hook.received[2] as Received
+  t.equal(signed.path, '/notify/direct')
+  t.match(envelope(signed), { event_type: 'ENTRUST.SIGN' })
+  t.match(decrypt(merchant(sandbox, 'direct').apiv3Key, envelope(signed).resource), { mchid: '1230000109', out_contract_code: 'k-3', contract_state: 'SIGNED' })
+
 })
 
 t.test('the control call: defaults, samples found by a query, key modes, and validation', async t => {
