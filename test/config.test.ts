@@ -188,6 +188,7 @@ t.test('Redis and Idempotency-Key settings: a key outlives the longest call; a h
   t.equal(loadConfig({}).redisCommandTimeoutMs, 1000)
   t.equal(loadConfig({ REDIS_COMMAND_TIMEOUT_MS: '250' }).redisCommandTimeoutMs, 250)
   t.match(problems({ REDIS_COMMAND_TIMEOUT_MS: '0' }), [/REDIS_COMMAND_TIMEOUT_MS/])
+  t.match(problems({ REDIS_COMMAND_TIMEOUT_MS: '5000' }), [/REDIS_COMMAND_TIMEOUT_MS/], 'at most 1 s: the margin after the longest call covers it')
   // 13 s longest call (10 s timeout + 3 s retry budget) + 5 s margin: a 1 s key would expire while its call runs.
   t.match(problems({ IDEMPOTENCY_TTL_S: '1' }), [/IDEMPOTENCY_TTL_S \(1\) must be at least 18: an Idempotency-Key must outlive the longest call \(13000 ms\)/])
   t.same(problems({ IDEMPOTENCY_TTL_S: '18' }), [])

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { request } from 'undici'
-import { MAX_WAITERS_PER_KEY, MemoryStore } from '../src/plugins/idempotency-store.js'
+import { MAX_WAITERS_PER_KEY, MemoryStore, RedisStore } from '../src/plugins/idempotency-store.js'
+import { redisClient } from '../src/plugins/redis.js'
 import { replayable } from '../src/plugins/idempotency.js'
 import { auth, redisReady, testGateway, testRedis, testSandbox, TOKENS } from './helpers.js'
 
@@ -217,7 +218,7 @@ t.test('a Redis blip mid-call: the answer is recorded once Redis is back, and th
 t.test('a Redis that hangs holds no call: a new key gets 503 within the command timeout, calls without one go on, nothing runs twice', async t => {
   const redis = await testRedis(t)
   const sandbox = await testSandbox(t, { slowMs: 1000 })
-  const { app } = await testGateway(t, { sandbox, config: { redisUrl: redis.url, redisCommandTimeoutMs: 300 }, build: { idempotency: { recordRetriesMs: [300, 600, 1200, 2400] } } })
+  const { app, logs } = await testGateway(t, { sandbox, config: { redisUrl: redis.url, redisCommandTimeoutMs: 300 }, build: { idempotency: { recordRetriesMs: [300, 600, 1200, 2400] } } })
   await app.listen({ host: '127.0.0.1', port: 0 })
   const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
   const post = async (key: string | undefined, id: string) => {
@@ -241,14 +242,74 @@ t.test('a Redis that hangs holds no call: a new key gets 503 within the command 
   t.match(JSON.parse(keyed.body), { code: 'IDEMPOTENCY_STORE_UNAVAILABLE', detail: { outcome: 'not_executed' } })
   t.equal(unkeyed.status, 204, 'a call without a key does not need Redis')
   t.equal(ready.status, 503)
-  t.match(ready.body, { problems: ['redis does not answer'] })
+  t.match(ready.body, { problems: [/^redis (does not answer|is connect|is reconnecting)/] })
+  t.ok(logs.lines.some(l => /does not answer within 300 ms \(REDIS_COMMAND_TIMEOUT_MS\)/.test(String(l.msg))), 'one line says so')
   await redisReady(app)
-  await sleep(1500) // the holder's answer is recorded by a background retry
+  // Recorded and released in the background: the holder's answer written, the late claim of hang-2 removed.
+  const { Redis } = await import('ioredis')
+  const look = new Redis(redis.url)
+  t.teardown(() => { look.disconnect() })
+  const settled = async (): Promise<boolean> => {
+    const keys = await look.keys('wechatpay-gateway:idempotency:*')
+    const records = await Promise.all(keys.map(async k => JSON.parse(await look.get(k) ?? '{}') as { a?: unknown }))
+    return records.length === 1 && records[0]?.a !== undefined
+  }
+  for (let i = 0; i < 100 && !await settled(); i++) await sleep(100)
+  t.ok(await settled(), 'one key left in Redis: hang-1, with its answer')
   const replay = await post('hang-1', 'SANDBOX_SLOW')
   t.match(replay, { status: 204, replayed: 'true' }, 'the holder\'s answer was recorded once Redis woke up')
   const retried = await post('hang-2', 'hang-2')
   t.match(retried, { status: 204, replayed: undefined }, 'the key refused with 503 is free: its claim, run late, was released after it')
   t.equal(sandbox.app.sandbox.requests.length, 3, 'one call each for hang-1, hang-2 and the call without a key')
+})
+
+t.test('a claim whose connection is lost is never sent again behind the caller\'s back: the key stays free', async t => {
+  const redis = await testRedis(t)
+  const { createServer, connect } = await import('node:net')
+  // Between the gateway and Redis: forwards everything, except that on demand it cuts the connection right after a
+  // claim went through (its reply lost), or swallows a claim and cuts the connection later.
+  const proxy = { mode: 'forward' as 'forward' | 'lose-reply' | 'swallow' }
+  const server = createServer(client => {
+    const upstream = connect(Number(new URL(redis.url).port), '127.0.0.1')
+    let cutAfterReply = false
+    client.on('data', (chunk: Buffer) => {
+      const claim = chunk.includes('PX')
+      if (claim && proxy.mode === 'swallow') {
+        proxy.mode = 'forward'
+        setTimeout(() => { client.destroy(); upstream.destroy() }, 200)
+        return
+      }
+      if (claim && proxy.mode === 'lose-reply') cutAfterReply = true
+      upstream.write(chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => {
+      if (!cutAfterReply) return client.write(chunk)
+      proxy.mode = 'forward'
+      client.destroy()
+      upstream.destroy()
+    })
+    for (const s of [client, upstream]) s.on('error', () => {}).on('close', () => { client.destroy(); upstream.destroy() })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const client = redisClient(`redis://127.0.0.1:${(server.address() as { port: number }).port}`, 1000)
+  client.on('error', () => {})
+  t.teardown(() => { client.disconnect() })
+  await redisReady({ redis: client })
+  const store = new RedisStore(client)
+  const claim = (key: string) => store.claim({ key, fingerprint: 'f', owner: 'billing', ttlMs: 60_000, callMs: 3000 })
+  const { Redis } = await import('ioredis')
+  const look = new Redis(redis.url)
+  t.teardown(() => { look.disconnect() })
+
+  for (const mode of ['lose-reply', 'swallow'] as const) {
+    proxy.mode = mode
+    await t.rejects(claim(mode), `${mode}: the caller is told the claim failed (503, nothing sent)`)
+    await redisReady({ redis: client })
+    for (let i = 0; i < 50 && await look.exists(`wechatpay-gateway:idempotency:${mode}`) === 1; i++) await sleep(100)
+    t.equal(await look.exists(`wechatpay-gateway:idempotency:${mode}`), 0, `${mode}: no claim is left behind`)
+    t.match(await claim(mode), { kind: 'claimed' }, `${mode}: the same key is free for the caller's retry`)
+  }
 })
 
 t.test('an answer that cannot be recorded leaves the key claimed with an unknown outcome, never run again', async t => {

@@ -2,7 +2,7 @@ import t from 'tap'
 import type { Subscriber } from '../src/notifications/subscribers.js'
 import type { RunningSandbox } from '../src/sandbox/index.js'
 import { signatureHeaders, signingKey } from '../src/sandbox/protocol.js'
-import { auth, testGateway, testRedis, testSandbox } from './helpers.js'
+import { auth, redisReady, testGateway, testRedis, testSandbox } from './helpers.js'
 import { craft, merchantOf, send, subscriberServer, until, type Crafted } from './notify-helpers.js'
 
 /** A replica with Redis, its notification listener on a free port. */
@@ -148,4 +148,35 @@ t.test('with Redis, a retry horizon shorter than WeChat Pay\'s resends is a warn
   t.match(warning(short.logs), [{ level: 'warn', msg: /^NOTIFY_RETRY_HORIZON_S is 60 s, less than WeChat Pay's own resends \(up to 86640 s\)/ }])
   const enough = await replica(t, sandbox, redis.url, [], { horizonMs: 25 * 3600_000 })
   t.same(warning(enough.logs), [], 'none with the default 25 h')
+})
+
+t.test('with Redis, a partition that leaves the connections half-open: the relay reconnects its reader too, and delivers', async t => {
+  const redis = await testRedis(t)
+  const { createServer, connect } = await import('node:net')
+  // Between the gateway and Redis: `partition()` makes every connection open now go silent both ways, for good,
+  // as a partition does to connections nobody closes; new connections work.
+  const open = new Set<{ stalled: boolean }>()
+  const server = createServer(client => {
+    const upstream = connect(Number(new URL(redis.url).port), '127.0.0.1')
+    const link = { stalled: false }
+    open.add(link)
+    client.on('data', (chunk: Buffer) => { if (!link.stalled) upstream.write(chunk) })
+    upstream.on('data', (chunk: Buffer) => { if (!link.stalled) client.write(chunk) })
+    for (const s of [client, upstream]) s.on('error', () => {}).on('close', () => { open.delete(link); client.destroy(); upstream.destroy() })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const sandbox = await testSandbox(t)
+  const sub = await subscriberServer(t, () => 204)
+  const { app, notifyUrl, logs } = await replica(t, sandbox, `redis://127.0.0.1:${(server.address() as { port: number }).port}`, [sub.subscriber('billing')])
+  await until(() => open.size >= 2) // the shared connection and the relay's reader
+  for (const link of open) link.stalled = true
+  t.ok(await until(() => logs.lines.some(l => /does not answer within/.test(String(l.msg))), 5000), 'the shared connection notices the silence')
+  await redisReady(app)
+  t.ok(await until(() => app.redis?.status === 'ready'), 'and reconnects')
+  const n = await craft(sandbox, 'partner')
+  const stored = await send(notifyUrl, 'partner', n)
+  t.same(stored, { status: 204, json: undefined }, 'stored')
+  if (stored.status !== 204) t.comment(JSON.stringify(logs.lines.slice(-8)))
+  t.ok(await until(() => sub.received.length === 1, 8000), 'delivered: the reader did not stay on its silent connection')
 })

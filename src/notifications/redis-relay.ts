@@ -64,6 +64,7 @@ export class RedisRelay implements Relay {
   private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
   /** A connection of its own for the blocking read, made by start(). */
   private reader: Redis | undefined
+  private renewReader = (): void => {}
   private running = false
   private loop: Promise<void> | undefined
   private readonly active = new Set<Promise<void>>()
@@ -123,15 +124,22 @@ export class RedisRelay implements Relay {
   start (): void {
     if (this.subscribers.size === 0) return // nothing is ever queued: no worker polls Redis
     // Fails fast like the shared connection; its outages are logged once, by the shared connection. Its reads block
-    // for up to `pollMs` on purpose: the shared connection's command timeout would cut them off.
-    const reader = this.redis.duplicate({ commandTimeout: undefined })
+    // for up to `pollMs` on purpose: the shared connection's command timeout would cut them off; a read is given up
+    // on a second after that instead (a connection left half-open by a partition never answers).
+    const pollMs = this.options.pollMs ?? 1000
+    const reader = this.redis.duplicate({ commandTimeout: undefined, blockingTimeout: pollMs, blockingTimeoutGrace: 1000 })
     reader.on('error', () => {})
     this.reader = reader
+    // The shared connection is back after a loss or a hang (plugins/redis.ts): the reader's may be just as dead
+    // without knowing it, so it takes a new one too.
+    this.renewReader = () => { if (reader.status === 'ready') reader.disconnect(true) }
+    this.redis.on('ready', this.renewReader)
     this.running = true
     this.loop = this.run(reader)
   }
 
   async close (): Promise<void> {
+    this.redis.off('ready', this.renewReader)
     this.running = false
     this.stopped.abort()
     this.reader?.disconnect()
@@ -171,8 +179,9 @@ export class RedisRelay implements Relay {
         if (!this.running) return
         // The stream was lost (a Redis without its append-only file restarted, a failover): make the group again.
         if ((err as Error).message.includes('NOGROUP')) group = false
-        // An outage is logged once by the shared connection (plugins/redis.ts); anything else is worth a line.
-        if (this.redis.status === 'ready') this.log.warn({ reason: (err as Error).message }, 'notification relay: a Redis command failed; trying again')
+        // An outage is logged once by the shared connection (plugins/redis.ts), and a renewed reader's read is cut
+        // off on purpose; anything else is worth a line.
+        if (this.redis.status === 'ready' && !(err as Error).message.includes('Connection is closed')) this.log.warn({ reason: (err as Error).message }, 'notification relay: a Redis command failed; trying again')
         await sleep(this.options.pollMs ?? 1000, undefined, { signal: this.stopped.signal }).catch(() => {})
       }
     }

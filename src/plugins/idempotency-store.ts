@@ -51,6 +51,9 @@ export interface IdempotencyStore {
   close (): Promise<void>
 }
 
+/** When the release of a claim that failed is sent again: a hung Redis may run the claim once it wakes up. */
+const RELEASE_AGAIN_MS = [500, 1000, 2000, 4000, 8000, 16_000]
+
 /** Duplicates of one key waiting at once in one process; more get `busy` straight away. */
 export const MAX_WAITERS_PER_KEY = 32
 
@@ -239,13 +242,14 @@ export class RedisStore implements IdempotencyStore {
       try {
         raw = await this.redis.eval(CLAIM, 1, id, JSON.stringify(record), request.ttlMs) as string | null
       } catch (err) {
-        // A claim that timed out may still run when a hung Redis wakes up, and would then hold the key as "unknown"
-        // although nothing was sent. Its release, sent after it on the same connection, runs after it.
-        this.release(request.key, token).catch(() => {})
+        // Refused before it was written (Redis away: no offline queue), it can never run; otherwise it may.
+        if (!/isn't writeable/.test((err as Error).message)) this.releaseLate(request.key, token)
         throw err
       }
       if (raw === null) return { kind: 'claimed', token }
       const current = JSON.parse(raw) as RedisRecord
+      // Our own record: the claim ran, and this is its second reading (never expected: commands are not resent).
+      if (current.t === token) return { kind: 'claimed', token }
       if (current.f !== request.fingerprint) return { kind: 'conflict' }
       if (current.a !== undefined) return { kind: 'replay', answer: current.a }
       if (Date.now() >= current.d) return { kind: 'unknown' }
@@ -263,6 +267,17 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async close (): Promise<void> {}
+
+  /**
+   * A claim whose reply never came (Redis hung, or the connection was lost) may still run when Redis wakes up, and
+   * would then hold the key as "unknown" although nothing was sent. Its release is sent at once (on the same
+   * connection, so after the claim), then again a few times over the next seconds (each refused at once while
+   * Redis is away): at worst the key answers "unknown", never a second call. Only this token's claim is removed.
+   */
+  private releaseLate (key: string, token: string): void {
+    void this.release(key, token).catch(() => {})
+    for (const ms of RELEASE_AGAIN_MS) setTimeout(() => { void this.release(key, token).catch(() => {}) }, ms).unref()
+  }
 
   /** Polls until the record is no longer `seen` (answered or released), or the holder's deadline has passed. */
   private async watch (id: string, seen: string, deadline: number, stop: AbortSignal): Promise<void> {
