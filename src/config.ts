@@ -214,7 +214,8 @@ function resolveSecretFiles (env: Env, problems: string[], warnings: string[]): 
     }
     try {
       out[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '')
-      const exposed = exposedFile(file, `${name}_FILE`)
+      // The APIv3 key file is the merchant profile's to warn about (it is re-read on reload).
+      const exposed = name === 'WECHATPAY_APIV3_KEY' ? undefined : exposedFile(file, `${name}_FILE`)
       if (exposed !== undefined) warnings.push(exposed)
     } catch (err) {
       problems.push(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)

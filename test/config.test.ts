@@ -203,6 +203,9 @@ t.test('warnings: secret files others may read; credentials that sandbox mode ig
   const warnings = loadConfig({ ...rest, GATEWAY_TOKENS_FILE: join(dir, 'tokens'), REDIS_URL_FILE: join(dir, 'redis') }).warnings
   t.match(warnings, [/GATEWAY_TOKENS_FILE: .*tokens can be read by other users \(mode 0644\); chmod 600 it/])
   t.equal(warnings?.length, 1, 'a file only its owner reads is fine')
+  // The APIv3 key file is its merchant profile's to warn about (once, at start and on reload), not the config's.
+  await writeFile(join(dir, 'apiv3'), 'ByKx4oAddhUsLDUPKHGol0WYXtSBckjT\n', { mode: 0o644 })
+  t.same(loadConfig({ ...live, WECHATPAY_APIV3_KEY_FILE: join(dir, 'apiv3') }).warnings, [])
   t.notMatch(JSON.stringify(warnings), /billing-token|secret@/, 'never its content')
   t.match(loadConfig({ WECHATPAY_MCHID: '1230000109', WECHATPAY_MERCHANTS_FILE: '/m.json' }).warnings,
     [/sandbox mode ignores WECHATPAY_MERCHANTS_FILE, WECHATPAY_MCHID: calls go to the built-in simulator .* Set WECHATPAY_MODE=live/])

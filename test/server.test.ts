@@ -54,7 +54,8 @@ t.test('a SIGHUP while starting does not stop the start', async t => {
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const server = start(t, { SANDBOX_DIR: dir })
   // The banner is logged once the sandbox runs, before the gateway is built and listens.
-  for (let i = 0; i < 500 && !server.out.some(l => l.includes('SANDBOX MODE')); i++) await new Promise(resolve => setTimeout(resolve, 10))
+  for (let i = 0; i < 1500 && !server.out.some(l => l.includes('SANDBOX MODE')); i++) await new Promise(resolve => setTimeout(resolve, 10))
+  t.ok(server.out.some(l => l.includes('SANDBOX MODE')), 'the start has begun')
   server.child.kill('SIGHUP')
   const url = await server.listening
   t.equal((await post(url, '/contracts/1/fail-notify', {})).statusCode, 204, 'started and serving')

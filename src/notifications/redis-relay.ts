@@ -108,8 +108,11 @@ export class RedisRelay implements Relay {
     for (const d of record.deliveries) {
       // A delivery still pending is already queued: a second entry would let two replicas send it at once.
       if ((subscriber !== undefined && d.subscriber !== subscriber) || d.state === 'pending') continue
-      await this.redis.hset(recordKey(key), `d:${d.subscriber}`, JSON.stringify({ ...d, state: 'pending' }))
-      await this.redis.xadd(QUEUE, '*', 'key', key, 'subscriber', d.subscriber)
+      // Together or not at all: a delivery marked pending without its queue entry would never be sent.
+      await this.redis.multi()
+        .hset(recordKey(key), `d:${d.subscriber}`, JSON.stringify({ ...d, state: 'pending' }))
+        .xadd(QUEUE, '*', 'key', key, 'subscriber', d.subscriber)
+        .exec()
     }
     return await this.get(key)
   }

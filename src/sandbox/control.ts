@@ -172,7 +172,8 @@ export function controlRoutes (app: FastifyInstance): void {
     }, spec.state)
     // Putting a contract is the moment the user signs it or ends it: WeChat Pay tells the merchant either way.
     // (A contract made on first reference by a notice or a query was signed before: nothing is sent for it.)
-    notifier.notify(merchant, contractEvent(state, contract, merchant.ids.type === 'partner', spec.state === 'TERMINATED' ? 'ENTRUST.TERMINATE' : 'ENTRUST.SIGN'))
+    const event = spec.state === 'SIGNED' ? 'ENTRUST.SIGN' : spec.state === 'TERMINATED' ? 'ENTRUST.TERMINATE' : undefined
+    if (event !== undefined) notifier.notify(merchant, contractEvent(state, contract, merchant.ids.type === 'partner', event))
     return reply.code(201).send(contract)
   })
 

@@ -310,6 +310,9 @@ t.test('a contract terminated through the control API sends ENTRUST.TERMINATE to
   t.equal(signed.path, '/notify/direct')
   t.match(envelope(signed), { event_type: 'ENTRUST.SIGN' })
   t.match(decrypt(merchant(sandbox, 'direct').apiv3Key, envelope(signed).resource), { mchid: '1230000109', out_contract_code: 'k-3', contract_state: 'SIGNED' })
+  await control(sandbox, '/sandbox/contracts', { plan_id: 7, out_contract_code: 'k-4', state: 'SIGN_FAILED' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(hook.received.length, 3, 'a failed signing sends nothing')
 
 })
 
