@@ -7,6 +7,7 @@ import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { createLogger } from '../src/logger.js'
 import { KeyError } from '../src/wechat/keys.js'
+import { APIV3_KEY_OVERLAP_MS } from '../src/wechat/profile.js'
 import { auth, LogCapture, sandboxProfiles, testConfig, testGateway, testSandbox } from './helpers.js'
 
 const json = { 'content-type': 'application/json' }
@@ -146,6 +147,8 @@ t.test('a rotated APIv3 key file is read again on reload (notifications and cert
   await writeFile(keyFile, 'B'.repeat(32))
   t.same(app.reloadCredentials().refused, [])
   t.equal(partner?.apiv3Key(), 'B'.repeat(32), 'the rotated key applies after the reload')
+  t.equal(partner?.previousApiv3Key(), 'A'.repeat(32), 'the replaced key still decrypts notifications sent before the rotation')
+  t.equal(partner?.previousApiv3Key(Date.now() + APIV3_KEY_OVERLAP_MS), undefined, 'for WeChat Pay\'s resends, not for ever')
   await writeFile(keyFile, 'short')
   t.same(app.reloadCredentials().refused, ['partner'])
   t.equal(partner?.apiv3Key(), 'B'.repeat(32), 'a bad file is refused; the previous key is kept')

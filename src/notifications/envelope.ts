@@ -50,6 +50,22 @@ export interface ProfileKeys {
   keys: VerificationKeys
   /** The profile's APIv3 key; notifications cannot be read without it. */
   apiv3Key: string | undefined
+  /** The key it replaced, for a while after a rotation: notifications encrypted before it may still come. */
+  previousApiv3Key?: string | undefined
+}
+
+/** Decrypted with the current key, or else with the previous one (a resend of a notification from before a rotation). */
+function decryptWithEither (current: string, previous: string | undefined, resource: Parameters<typeof decryptResource>[1]): string {
+  try {
+    return decryptResource(current, resource)
+  } catch (err) {
+    if (previous === undefined) throw err
+    try {
+      return decryptResource(previous, resource)
+    } catch {
+      throw err
+    }
+  }
 }
 
 export async function openNotification (profile: ProfileKeys, headers: Record<string, string | string[] | undefined>,
@@ -74,7 +90,7 @@ export async function openNotification (profile: ProfileKeys, headers: Record<st
   if (profile.apiv3Key === undefined) return undecryptable('this merchant profile has no APIv3 key (apiv3_key_file / WECHATPAY_APIV3_KEY): notifications cannot be decrypted')
   let resource: unknown
   try {
-    resource = JSON.parse(decryptResource(profile.apiv3Key, envelope.resource))
+    resource = JSON.parse(decryptWithEither(profile.apiv3Key, profile.previousApiv3Key, envelope.resource))
   } catch (err) {
     return undecryptable(`the resource cannot be decrypted with this profile's APIv3 key: ${(err as Error).message}`)
   }

@@ -73,7 +73,7 @@ export function buildNotifyListener (opts: ListenerOptions): FastifyInstance {
       return fail(reply, 404)
     }
     const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-    const opened = await openNotification({ keys: profile.keys, apiv3Key: profile.apiv3Key() }, request.headers, raw)
+    const opened = await openNotification({ keys: profile.keys, apiv3Key: profile.apiv3Key(), previousApiv3Key: profile.previousApiv3Key() }, request.headers, raw)
     const log = request.log.child({ merchant: profile.name })
     if (!opened.ok) {
       opts.onReceived(profile.name, 'unknown', opened.result)

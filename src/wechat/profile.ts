@@ -88,6 +88,9 @@ export function loadKeys (config: MerchantConfig, serial = config.merchantSerial
   return { identity: { mchid: config.mchid, serial, privateKey }, ...(publicKey !== undefined && { publicKey }), ...(apiv3Key !== undefined && { apiv3Key }) }
 }
 
+/** How long a replaced APIv3 key still decrypts notifications: WeChat Pay's resends (about 24 h) and a margin. */
+export const APIV3_KEY_OVERLAP_MS = 25 * 3600_000
+
 export interface CertificateTimings {
   refreshMs?: number
   minGapMs?: number
@@ -105,6 +108,8 @@ export class MerchantProfile {
   private certificates: CertificateManager | undefined
   /** The problems of the last reload, if it was refused. */
   private refused: string[] = []
+  /** The APIv3 key a reload replaced, and until when notifications may still be decrypted with it. */
+  private replacedApiv3: { key: string, until: number } | undefined
 
   constructor (readonly config: MerchantConfig) {
     this.name = config.name
@@ -125,6 +130,14 @@ export class MerchantProfile {
   /** The APIv3 key now (notifications, platform certificates); a rotated key file applies after a reload. */
   apiv3Key (): string | undefined {
     return this.current.apiv3Key
+  }
+
+  /**
+   * The APIv3 key before the last rotation, for `APIV3_KEY_OVERLAP_MS`: WeChat Pay resends a notification for up to
+   * 24 h, and one encrypted before the rotation must still be read.
+   */
+  previousApiv3Key (now = Date.now()): string | undefined {
+    return this.replacedApiv3 !== undefined && now < this.replacedApiv3.until ? this.replacedApiv3.key : undefined
   }
 
   /** It can verify WeChat Pay's answers now: a call may be sent. */
@@ -196,6 +209,8 @@ export class MerchantProfile {
       throw err
     }
     this.refused = []
+    const before = this.current.apiv3Key
+    if (before !== undefined && fresh.apiv3Key !== before) this.replacedApiv3 = { key: before, until: Date.now() + APIV3_KEY_OVERLAP_MS }
     if (fresh.publicKey !== undefined && this.config.keyMode !== 'certificate') this.keys.setPublicKey(fresh.publicKey.id, fresh.publicKey.key)
     this.current = fresh
   }

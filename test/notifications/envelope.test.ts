@@ -48,3 +48,14 @@ t.test('the genuine vectors are refused once anything about them changes', async
   const { 'wechatpay-signature': _, ...unsigned } = headersOf(n)
   t.match(await open(unsigned), { ok: false, status: 401, result: 'unverified', message: /missing wechatpay-signature/ })
 })
+
+t.test('after an APIv3 key rotation, a notification encrypted with the previous key is still read; no other key is', async t => {
+  const n = vectors.notifications.find(v => v.valid)
+  if (n === undefined) throw new Error('no valid vector')
+  const open = (apiv3Key: string, previousApiv3Key?: string) =>
+    openNotification({ keys, apiv3Key, previousApiv3Key }, headersOf(n), Buffer.from(n.body, 'utf8'), at(n))
+  const rotated = 'R'.repeat(32)
+  t.match(await open(rotated), { ok: false, status: 500, result: 'undecryptable' }, 'the new key alone cannot read it')
+  t.match(await open(rotated, n.apiv3_key), { ok: true }, 'the previous key, kept after the rotation, can')
+  t.match(await open(rotated, 'P'.repeat(32)), { ok: false, result: 'undecryptable', message: /APIv3 key/ })
+})
