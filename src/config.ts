@@ -329,7 +329,7 @@ export function loadConfig (rawEnv: Env = process.env): Config {
   // In sandbox mode the profiles are the simulator's, known at start: server.ts checks the subscribers' then.
   const subscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined
     ? []
-    : loadSubscribers(e.NOTIFY_SUBSCRIBERS_FILE, mode === 'live' ? merchants.map(m => m.name) : undefined, problems)
+    : loadSubscribers(e.NOTIFY_SUBSCRIBERS_FILE, mode === 'live' ? merchants.map(m => m.name) : undefined, problems, warnings)
   // It may hold subscribers' secrets inline.
   const exposedSubscribers = e.NOTIFY_SUBSCRIBERS_FILE === undefined ? undefined : exposedFile(e.NOTIFY_SUBSCRIBERS_FILE, 'NOTIFY_SUBSCRIBERS_FILE')
   if (exposedSubscribers !== undefined) warnings.push(exposedSubscribers)

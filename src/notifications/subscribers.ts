@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { z } from 'zod'
+import { exposedFile } from '../wechat/keys.js'
 
 /**
  * Who receives which notifications (NOTIFY_SUBSCRIBERS_FILE): internal URLs, each with the event types it wants
@@ -42,7 +43,7 @@ export function matches (subscriber: Subscriber, merchant: string, eventType: st
  * Reads the subscribers file; every problem is pushed to `problems` (secrets never appear in them). `profiles`: the
  * merchant profile names a subscriber may name (undefined: not known yet, see `checkSubscriberMerchants`).
  */
-export function loadSubscribers (path: string, profiles: readonly string[] | undefined, problems: string[]): Subscriber[] {
+export function loadSubscribers (path: string, profiles: readonly string[] | undefined, problems: string[], warnings: string[] = []): Subscriber[] {
   let json: unknown
   try {
     json = JSON.parse(readFileSync(path, 'utf8'))
@@ -69,6 +70,8 @@ export function loadSubscribers (path: string, profiles: readonly string[] | und
       const file = resolve(dirname(path), entry.secret_file)
       try {
         secret = readFileSync(file, 'utf8').trim()
+        const exposed = exposedFile(file, `${where}.secret_file`)
+        if (exposed !== undefined) warnings.push(exposed)
       } catch (err) {
         problems.push(`${where}.secret_file ${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
       }

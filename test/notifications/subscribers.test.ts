@@ -21,8 +21,11 @@ t.test('a subscribers file: secrets from files next to it, patterns, merchants',
     { name: 'audit', url: 'http://audit:8080/in', events: ['*'], secret: SECRET }
   ], { 'billing.secret': `${'b'.repeat(40)}\n` })
   const problems: string[] = []
-  const [billing, audit] = loadSubscribers(path, ['direct', 'partner'], problems)
+  const warnings: string[] = []
+  const [billing, audit] = loadSubscribers(path, ['direct', 'partner'], problems, warnings)
   t.same(problems, [])
+  t.match(warnings, [/\[0\] \(billing\)\.secret_file: .*billing\.secret can be read by other users \(mode 0644\)/], 'a secret file others may read is worth a warning')
+  t.notMatch(warnings.join(), /bbbb/, 'never the secret')
   t.same(billing, { name: 'billing', url: 'https://billing.internal/wechatpay', events: ['PAYSCORE.*', 'ENTRUST.TERMINATE'], merchants: ['partner'], secret: 'b'.repeat(40) })
   t.ok(billing !== undefined && matches(billing, 'partner', 'PAYSCORE.USER_PAID'))
   t.notOk(billing !== undefined && matches(billing, 'direct', 'PAYSCORE.USER_PAID'), 'another merchant')
