@@ -117,7 +117,10 @@ t.test('Redis unreachable at start: the gateway starts not ready, says why, and 
   const ready = await request(`${url}/readyz`)
   t.equal(ready.statusCode, 503)
   t.match(await ready.body.json(), { problems: [/redis is/] })
-  t.ok(server.out.some(l => l.includes(`Redis (REDIS_URL) at 127.0.0.1:${port} cannot be reached`)), 'the log names the setting and the address')
+  // Logged when the first connection attempt fails, which may come a moment after the listener is up.
+  const named = (): boolean => server.out.some(l => l.includes(`Redis (REDIS_URL) at 127.0.0.1:${port} cannot be reached`))
+  for (let i = 0; i < 50 && !named(); i++) await new Promise(resolve => setTimeout(resolve, 100))
+  t.ok(named(), 'the log names the setting and the address')
   t.notOk(server.out.some(l => l.includes('s3cret')), 'never the password')
   t.equal((await post(url, '/contracts/1/fail-notify', {}, TOKENS.billing)).statusCode, 204, 'calls without a key are served meanwhile')
   const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', 's3cret'], { stdio: 'ignore' })
