@@ -248,8 +248,6 @@ export class RedisStore implements IdempotencyStore {
       }
       if (raw === null) return { kind: 'claimed', token }
       const current = JSON.parse(raw) as RedisRecord
-      // Our own record: the claim ran, and this is its second reading (never expected: commands are not resent).
-      if (current.t === token) return { kind: 'claimed', token }
       if (current.f !== request.fingerprint) return { kind: 'conflict' }
       if (current.a !== undefined) return { kind: 'replay', answer: current.a }
       if (Date.now() >= current.d) return { kind: 'unknown' }
